@@ -1,0 +1,74 @@
+# ImmutableRelease operator. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+BIN_DIR ?= $(CURDIR)/bin
+export PATH := $(BIN_DIR):$(PATH)
+
+# Tools, pinned.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(BIN_DIR)/controller-gen
+
+# The local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kwok) is built from the Go module proxy into bin/ by hack/build-test-binaries.sh.
+CONTROL_PLANE := $(BIN_DIR)/kube-apiserver $(BIN_DIR)/etcd $(BIN_DIR)/kwok
+export KUBEBUILDER_ASSETS := $(BIN_DIR)
+
+GO_TEST_FLAGS ?= -timeout 30m
+
+.PHONY: all
+all: build
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests under config/ from the markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: test
+test: manifests generate vet control-plane ## Run all tests against a real kube-apiserver, etcd and Git server (builds them first).
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: control-plane
+control-plane: ## Build the local control plane binaries into bin/ (about 15 minutes the first time).
+	@hack/build-test-binaries.sh
+
+##@ Build and run
+
+.PHONY: build
+build: generate ## Build the manager binary into bin/.
+	go build -o $(BIN_DIR)/manager ./cmd/manager
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.
+	go run ./cmd/manager
+
+##@ Demo
+
+.PHONY: demo
+demo: control-plane build ## Start a local control plane, a Git server and the operator, and deploy the sample release.
+	@hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop everything `make demo` started.
+	@hack/demo.sh down
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN_DIR) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -1,0 +1,64 @@
+package v1alpha1
+
+// Condition types, beside the kstatus triad meta.ReadyCondition, meta.ReconcilingCondition and
+// meta.StalledCondition from github.com/fluxcd/pkg/apis/meta.
+const (
+	// HealthyCondition reports whether every object of the last applied revision is Current
+	// according to kstatus: Deployments rolled out and Available, Jobs complete, and so on.
+	HealthyCondition string = "Healthy"
+)
+
+// Reasons a condition can carry. Each is CamelCase; the condition's message says what to do.
+const (
+	// ReconciliationSucceededReason: the revision is applied and every object is healthy.
+	ReconciliationSucceededReason string = "ReconciliationSucceeded"
+
+	// ProgressingReason: a new revision is being fetched, applied or rolled out.
+	ProgressingReason string = "Progressing"
+
+	// ProgressingWithRetryReason: the last attempt failed and the operator retries with backoff.
+	ProgressingWithRetryReason string = "ProgressingWithRetry"
+
+	// SuspendedReason: spec.suspend is true; nothing is fetched or applied.
+	SuspendedReason string = "Suspended"
+
+	// GitOperationFailedReason: listing, fetching or reading the Git repository failed
+	// (unreachable URL, wrong credentials, unknown branch, tag or commit). Retried with backoff;
+	// the cluster is left as it is.
+	GitOperationFailedReason string = "GitOperationFailed"
+
+	// AuthenticationFailedReason: the Secret named in spec.git.secretRef is missing or does not
+	// hold usable credentials. Retried with backoff.
+	AuthenticationFailedReason string = "AuthenticationFailed"
+
+	// InvalidPathReason: spec.path leaves the repository (with .. or a symlink). Terminal until
+	// the spec changes.
+	InvalidPathReason string = "InvalidPath"
+
+	// PathNotFoundReason: spec.path does not exist at the fetched revision. Terminal until the
+	// spec or the repository changes.
+	PathNotFoundReason string = "PathNotFound"
+
+	// InvalidManifestReason: a manifest under spec.path cannot be used: a YAML error, an object
+	// without apiVersion or kind, a duplicate object, a file over the size limit, a kustomize
+	// build error. Nothing of the revision is applied.
+	InvalidManifestReason string = "InvalidManifest"
+
+	// ImageNotPinnedReason: a container image is not named by a sha256 digest. Nothing of the
+	// revision is applied.
+	ImageNotPinnedReason string = "ImageNotPinned"
+
+	// ApplyFailedReason: the API server refused the server-side apply or prune of an object, for
+	// example because the impersonated service account lacks the rights.
+	ApplyFailedReason string = "ApplyFailed"
+
+	// HealthCheckFailedReason: an object of the applied revision failed to become healthy
+	// within spec.timeout, or kstatus reports it Failed.
+	HealthCheckFailedReason string = "HealthCheckFailed"
+
+	// HealthCheckPendingReason: the applied objects are still rolling out, within spec.timeout.
+	HealthCheckPendingReason string = "HealthCheckPending"
+
+	// HealthySucceededReason: every applied object is Current.
+	HealthySucceededReason string = "Succeeded"
+)

@@ -1,0 +1,260 @@
+package v1alpha1
+
+import (
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	// ImmutableReleaseKind is the kind of the ImmutableRelease API.
+	ImmutableReleaseKind = "ImmutableRelease"
+
+	// Finalizer lets the operator prune what a release applied before the release goes away.
+	Finalizer = "finalizers.release.immutable.dev"
+
+	// DefaultTimeout is how long a rollout may take to become healthy when spec.timeout is unset.
+	DefaultTimeout = 5 * time.Minute
+
+	// MaxHistory bounds status.history: the newest entries are kept.
+	MaxHistory = 10
+)
+
+// ImmutableReleaseSpec is the desired state: a path in a Git repository whose manifests name
+// every container image by digest.
+type ImmutableReleaseSpec struct {
+	// git is the repository and the reference to follow.
+	// +required
+	Git GitSource `json:"git"`
+
+	// path is the folder inside the repository that holds the manifests, relative to the
+	// repository root. Every YAML file under it is applied, or the output of kustomize when it
+	// holds a kustomization.yaml. It may not leave the repository. Defaults to the root.
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// interval is how often the remote is checked for a new revision and the cluster is
+	// brought back to what Git says.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:default="1m"
+	// +optional
+	Interval metav1.Duration `json:"interval,omitempty"`
+
+	// timeout is how long the objects of a newly applied revision may take to become healthy
+	// (kstatus Current) before the revision is judged failed. Defaults to 5m.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// suspend stops all fetching and applying while true. Objects in the cluster stay as they
+	// are. Setting it back to false catches up with Git at once.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// prune deletes the objects that this release applied before and that are no longer in
+	// Git, and everything it applied when the release itself is deleted. Only objects in the
+	// release's inventory are ever deleted.
+	// +optional
+	Prune bool `json:"prune,omitempty"`
+
+	// targetNamespace sets the namespace of every namespaced object. When empty, objects
+	// without a namespace go to the release's own namespace.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	TargetNamespace string `json:"targetNamespace,omitempty"`
+
+	// serviceAccountName is a ServiceAccount in the release's namespace. When set, every call
+	// the operator makes to apply, prune and read the objects is made as that account
+	// (impersonation), so the release can only do what its RBAC allows.
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// GitSource says where the manifests come from.
+type GitSource struct {
+	// url is the repository address: http://, https://, ssh:// or file://.
+	// +kubebuilder:validation:Pattern="^(http|https|ssh|file)://.*$"
+	// +required
+	URL string `json:"url"`
+
+	// ref is the branch, tag or commit to follow.
+	// +required
+	Ref GitReference `json:"ref"`
+
+	// secretRef names a Secret in the release's namespace with the credentials, with the same
+	// keys as a Flux GitRepository: username and password (or a token as password) for
+	// HTTP(S); identity (a private key), known_hosts and optionally password (the key's
+	// passphrase) for SSH. The SSH host key is always checked against known_hosts.
+	// +optional
+	SecretRef *meta.LocalObjectReference `json:"secretRef,omitempty"`
+}
+
+// GitReference names exactly one of a branch, a tag or a commit.
+// +kubebuilder:validation:XValidation:rule="(has(self.branch) ? 1 : 0) + (has(self.tag) ? 1 : 0) + (has(self.commit) ? 1 : 0) == 1",message="exactly one of branch, tag or commit must be set"
+type GitReference struct {
+	// branch to follow; its head is applied.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Branch string `json:"branch,omitempty"`
+
+	// tag to apply.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Tag string `json:"tag,omitempty"`
+
+	// commit is a full 40-character SHA-1 to apply.
+	// +kubebuilder:validation:Pattern="^[0-9a-f]{40}$"
+	// +optional
+	Commit string `json:"commit,omitempty"`
+}
+
+// ReleaseResult is the outcome of one revision in the history.
+// +kubebuilder:validation:Enum=Applied;Healthy;Failed
+type ReleaseResult string
+
+const (
+	// ReleaseApplied: the revision is applied and its health is not judged yet.
+	ReleaseApplied ReleaseResult = "Applied"
+	// ReleaseHealthy: every object of the revision became Current within the timeout.
+	ReleaseHealthy ReleaseResult = "Healthy"
+	// ReleaseFailed: the revision did not become healthy within the timeout.
+	ReleaseFailed ReleaseResult = "Failed"
+)
+
+// ImmutableReleaseStatus is the observed state.
+type ImmutableReleaseStatus struct {
+	meta.ReconcileRequestStatus `json:",inline"`
+
+	// observedGeneration is the generation of the spec last reconciled to Ready.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Reconciling, Stalled (kstatus) and Healthy.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// lastAttemptedRevision is the revision last fetched, in the form <ref>@sha1:<commit>.
+	// +optional
+	LastAttemptedRevision string `json:"lastAttemptedRevision,omitempty"`
+
+	// lastAppliedRevision is the revision last applied to the cluster.
+	// +optional
+	LastAppliedRevision string `json:"lastAppliedRevision,omitempty"`
+
+	// images lists every container of every workload of the last applied revision with the
+	// pinned image it names.
+	// +optional
+	Images []WorkloadImage `json:"images,omitempty"`
+
+	// inventory lists the objects applied by the last applied revision; pruning only ever
+	// deletes objects listed here.
+	// +optional
+	Inventory *ResourceInventory `json:"inventory,omitempty"`
+
+	// history holds the newest revisions applied, newest first, at most 10.
+	// +optional
+	History []ReleaseRecord `json:"history,omitempty"`
+}
+
+// WorkloadImage is one container of a workload and the image it runs.
+type WorkloadImage struct {
+	// workload is Kind/namespace/name, or Kind/name for cluster-scoped kinds.
+	Workload string `json:"workload"`
+	// container is the container name; init and ephemeral containers are included.
+	Container string `json:"container"`
+	// image is the pinned reference from Git: name[:tag]@sha256:<digest>.
+	Image string `json:"image"`
+}
+
+// ResourceInventory is the set of objects a release applied.
+type ResourceInventory struct {
+	// entries identify each object.
+	// +optional
+	Entries []ResourceRef `json:"entries"`
+}
+
+// ResourceRef identifies an applied object, in the form Flux's inventories use.
+type ResourceRef struct {
+	// id is <namespace>_<name>_<group>_<kind>.
+	ID string `json:"id"`
+	// v is the object's API version.
+	Version string `json:"v"`
+}
+
+// ReleaseRecord is one revision the release applied.
+type ReleaseRecord struct {
+	// revision is <ref>@sha1:<commit>.
+	Revision string `json:"revision"`
+	// subject is the first line of the commit message.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// author is the commit author, "Name <email>".
+	// +optional
+	Author string `json:"author,omitempty"`
+	// commitTime is when the commit was made.
+	// +optional
+	CommitTime *metav1.Time `json:"commitTime,omitempty"`
+	// appliedAt is when the revision was first applied.
+	AppliedAt metav1.Time `json:"appliedAt"`
+	// imagesChecksum is sha256:<hex> over the sorted image set, so that two revisions that
+	// run the same images can be recognised.
+	// +optional
+	ImagesChecksum string `json:"imagesChecksum,omitempty"`
+	// result is Applied, then Healthy or Failed.
+	Result ReleaseResult `json:"result"`
+	// message says why a revision failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// ImmutableRelease applies a path of a Git repository to the cluster, refusing any container
+// image that is not pinned by digest.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=imr
+// +kubebuilder:printcolumn:name="Ready",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].status",description=""
+// +kubebuilder:printcolumn:name="Status",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].message",description=""
+// +kubebuilder:printcolumn:name="Revision",type="string",JSONPath=".status.lastAppliedRevision",description=""
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp",description=""
+type ImmutableRelease struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ImmutableReleaseSpec   `json:"spec,omitempty"`
+	Status ImmutableReleaseStatus `json:"status,omitempty"`
+}
+
+// GetConditions returns the status conditions.
+func (in *ImmutableRelease) GetConditions() []metav1.Condition { return in.Status.Conditions }
+
+// SetConditions sets the status conditions.
+func (in *ImmutableRelease) SetConditions(c []metav1.Condition) { in.Status.Conditions = c }
+
+// GetRequeueAfter returns how long to wait before the next periodic reconcile.
+func (in *ImmutableRelease) GetRequeueAfter() time.Duration { return in.Spec.Interval.Duration }
+
+// GetTimeout returns spec.timeout or DefaultTimeout.
+func (in *ImmutableRelease) GetTimeout() time.Duration {
+	if in.Spec.Timeout != nil && in.Spec.Timeout.Duration > 0 {
+		return in.Spec.Timeout.Duration
+	}
+	return DefaultTimeout
+}
+
+// GetLastHandledReconcileRequest returns the last reconcile-request token handled.
+func (in *ImmutableRelease) GetLastHandledReconcileRequest() string {
+	return in.Status.GetLastHandledReconcileRequest()
+}
+
+// ImmutableReleaseList is a list of ImmutableRelease.
+// +kubebuilder:object:root=true
+type ImmutableReleaseList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImmutableRelease `json:"items"`
+}

@@ -1,0 +1,375 @@
+// Package git fetches the manifests of releases with go-git. One Cache serves every release:
+// a remote head is listed (ls-remote) at most once per short window per repository, reference
+// and credentials, a commit already in the shared object store is never fetched again, and a
+// checked-out tree is shared by all releases at that commit.
+package git
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	gogit "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/memory"
+	"golang.org/x/sync/singleflight"
+)
+
+// Reference names exactly one of a branch, a tag or a commit.
+type Reference struct {
+	Branch string
+	Tag    string
+	Commit string
+}
+
+func (r Reference) String() string {
+	switch {
+	case r.Tag != "":
+		return "tag " + r.Tag
+	case r.Commit != "":
+		return "commit " + r.Commit
+	default:
+		return "branch " + r.Branch
+	}
+}
+
+// Revision formats a resolved reference the way Flux does: <branch or tag>@sha1:<hash>, or
+// sha1:<hash> for a commit.
+func Revision(ref Reference, hash string) string {
+	switch {
+	case ref.Branch != "":
+		return ref.Branch + "@sha1:" + hash
+	case ref.Tag != "":
+		return ref.Tag + "@sha1:" + hash
+	default:
+		return "sha1:" + hash
+	}
+}
+
+// RevisionHash returns the commit hash of a revision written by Revision.
+func RevisionHash(revision string) string {
+	if i := strings.LastIndex(revision, "sha1:"); i >= 0 {
+		return revision[i+len("sha1:"):]
+	}
+	return ""
+}
+
+// Commit describes a commit for the release history.
+type Commit struct {
+	Hash    string
+	Subject string
+	Author  string
+	Time    time.Time
+}
+
+// Stats counts the remote operations a Cache made, for metrics and benchmarks.
+type Stats struct {
+	Lists   int64
+	Fetches int64
+}
+
+// Cache is the shared store of every repository the operator reads. It is safe for
+// concurrent use.
+type Cache struct {
+	dir string
+	// headTTL is how long a listed head is reused by other releases on the same repository.
+	headTTL time.Duration
+	// keepCheckouts is how many unused checked-out trees are kept per repository.
+	keepCheckouts int
+
+	flight singleflight.Group
+
+	mu    sync.Mutex
+	heads map[string]head
+	repos map[string]*repository
+	stats Stats
+}
+
+type head struct {
+	hash string
+	at   time.Time
+}
+
+// NewCache keeps its repositories under dir.
+func NewCache(dir string) *Cache {
+	return &Cache{dir: dir, headTTL: time.Second, keepCheckouts: 8, heads: map[string]head{}, repos: map[string]*repository{}}
+}
+
+// Stats returns how many lists and fetches the cache made so far.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// Resolve lists the remote and returns the commit hash ref points at. Answers are shared for
+// a second between callers with the same URL, reference and credentials, so that many
+// releases on one repository cost one ls-remote. A commit reference still lists the remote,
+// which proves the credentials can read the repository.
+func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth *Auth) (string, error) {
+	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
+	c.mu.Lock()
+	if h, ok := c.heads[key]; ok && time.Since(h.at) < c.headTTL {
+		c.mu.Unlock()
+		return h.hash, nil
+	}
+	c.mu.Unlock()
+
+	v, err, _ := c.flight.Do(key, func() (any, error) {
+		hash, err := c.list(ctx, repoURL, ref, auth)
+		if err != nil {
+			return "", err
+		}
+		c.mu.Lock()
+		c.heads[key] = head{hash: hash, at: time.Now()}
+		c.mu.Unlock()
+		return hash, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+func (c *Cache) list(ctx context.Context, repoURL string, ref Reference, auth *Auth) (string, error) {
+	c.mu.Lock()
+	c.stats.Lists++
+	c.mu.Unlock()
+	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
+	refs, err := remote.ListContext(ctx, &gogit.ListOptions{Auth: auth.Method, PeelingOption: gogit.AppendPeeled})
+	if err != nil {
+		return "", fmt.Errorf("listing references of %s: %w", Redact(repoURL), err)
+	}
+	byName := make(map[string]string, len(refs))
+	for _, r := range refs {
+		if r.Type() == plumbing.HashReference {
+			byName[r.Name().String()] = r.Hash().String()
+		}
+	}
+	switch {
+	case ref.Branch != "":
+		if h, ok := byName["refs/heads/"+ref.Branch]; ok {
+			return h, nil
+		}
+		return "", fmt.Errorf("branch %q not found in %s", ref.Branch, Redact(repoURL))
+	case ref.Tag != "":
+		// An annotated tag points at a tag object; its peeled name points at the commit.
+		if h, ok := byName["refs/tags/"+ref.Tag+"^{}"]; ok {
+			return h, nil
+		}
+		if h, ok := byName["refs/tags/"+ref.Tag]; ok {
+			return h, nil
+		}
+		return "", fmt.Errorf("tag %q not found in %s", ref.Tag, Redact(repoURL))
+	default:
+		return ref.Commit, nil
+	}
+}
+
+// repository is one bare repository on disk shared by every release that reads its URL.
+type repository struct {
+	mu        sync.Mutex
+	dir       string
+	repo      *gogit.Repository
+	checkouts map[string]*checkout
+}
+
+type checkout struct {
+	dir     string
+	users   int
+	lastUse time.Time
+}
+
+func (c *Cache) repository(repoURL string) (*repository, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.repos[repoURL]; ok {
+		return r, nil
+	}
+	sum := sha256.Sum256([]byte(repoURL))
+	dir := filepath.Join(c.dir, hex.EncodeToString(sum[:8]))
+	repo, err := gogit.PlainOpen(filepath.Join(dir, "objects.git"))
+	if errors.Is(err, gogit.ErrRepositoryNotExists) {
+		repo, err = gogit.PlainInit(filepath.Join(dir, "objects.git"), true)
+		if err == nil {
+			_, err = repo.CreateRemote(&config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening the local store of %s: %w", Redact(repoURL), err)
+	}
+	// Checkouts of an earlier process may be incomplete; start clean.
+	if err := os.RemoveAll(filepath.Join(dir, "trees")); err != nil {
+		return nil, err
+	}
+	r := &repository{dir: dir, repo: repo, checkouts: map[string]*checkout{}}
+	c.repos[repoURL] = r
+	return r, nil
+}
+
+// Checkout makes sure the commit hash (resolved from ref) is in the shared store, fetching
+// it if not, and returns a folder holding the commit's tree and the commit's description.
+// The folder is shared and must not be changed; call release when done with it.
+func (c *Cache) Checkout(ctx context.Context, repoURL string, ref Reference, hash string, auth *Auth) (dir string, commit Commit, release func(), err error) {
+	r, err := c.repository(repoURL)
+	if err != nil {
+		return "", Commit{}, nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	obj, err := r.repo.CommitObject(plumbing.NewHash(hash))
+	if errors.Is(err, plumbing.ErrObjectNotFound) {
+		if err := c.fetch(ctx, r, repoURL, ref, auth); err != nil {
+			return "", Commit{}, nil, err
+		}
+		obj, err = r.repo.CommitObject(plumbing.NewHash(hash))
+		if errors.Is(err, plumbing.ErrObjectNotFound) {
+			return "", Commit{}, nil, fmt.Errorf("commit %s not found in %s", hash, Redact(repoURL))
+		}
+	}
+	if err != nil {
+		return "", Commit{}, nil, fmt.Errorf("reading commit %s: %w", hash, err)
+	}
+	commit = describe(obj)
+
+	co, ok := r.checkouts[hash]
+	if !ok {
+		dir := filepath.Join(r.dir, "trees", hash)
+		if err := writeTree(obj, dir); err != nil {
+			return "", Commit{}, nil, fmt.Errorf("checking out %s: %w", hash, err)
+		}
+		co = &checkout{dir: dir}
+		r.checkouts[hash] = co
+		c.evict(r)
+	}
+	co.users++
+	co.lastUse = time.Now()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			r.mu.Lock()
+			co.users--
+			r.mu.Unlock()
+		})
+	}
+	return co.dir, commit, release, nil
+}
+
+// fetch brings the objects of ref into the store. Branches keep their full history: rolling
+// back by revert reads it.
+func (c *Cache) fetch(ctx context.Context, r *repository, repoURL string, ref Reference, auth *Auth) error {
+	c.mu.Lock()
+	c.stats.Fetches++
+	c.mu.Unlock()
+	var spec config.RefSpec
+	switch {
+	case ref.Branch != "":
+		spec = config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", ref.Branch, ref.Branch))
+	case ref.Tag != "":
+		spec = config.RefSpec(fmt.Sprintf("+refs/tags/%s:refs/tags/%s", ref.Tag, ref.Tag))
+	default:
+		spec = "+refs/heads/*:refs/remotes/origin/*"
+	}
+	err := r.repo.FetchContext(ctx, &gogit.FetchOptions{
+		RefSpecs:  []config.RefSpec{spec},
+		Auth:      auth.Method,
+		Tags:      gogit.NoTags,
+		Force:     true,
+	})
+	if err != nil && !errors.Is(err, gogit.NoErrAlreadyUpToDate) {
+		return fmt.Errorf("fetching %s from %s: %w", ref, Redact(repoURL), err)
+	}
+	return nil
+}
+
+// evict removes the oldest unused checkouts beyond keepCheckouts. Called with r.mu held.
+func (c *Cache) evict(r *repository) {
+	var idle []string
+	for hash, co := range r.checkouts {
+		if co.users == 0 {
+			idle = append(idle, hash)
+		}
+	}
+	if len(idle) <= c.keepCheckouts {
+		return
+	}
+	sort.Slice(idle, func(i, j int) bool { return r.checkouts[idle[i]].lastUse.Before(r.checkouts[idle[j]].lastUse) })
+	for _, hash := range idle[:len(idle)-c.keepCheckouts] {
+		_ = os.RemoveAll(r.checkouts[hash].dir)
+		delete(r.checkouts, hash)
+	}
+}
+
+func describe(c *object.Commit) Commit {
+	subject, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+	return Commit{
+		Hash:    c.Hash.String(),
+		Subject: subject,
+		Author:  fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
+		Time:    c.Author.When,
+	}
+}
+
+// writeTree writes the commit's tree into dir, through a temporary folder renamed at the end
+// so that a crash never leaves a half-written tree under the final name.
+func writeTree(c *object.Commit, dir string) error {
+	tree, err := c.Tree()
+	if err != nil {
+		return err
+	}
+	tmp := dir + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		p := filepath.Join(tmp, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		rd, err := f.Reader()
+		if err != nil {
+			return err
+		}
+		defer rd.Close()
+		if f.Mode == filemode.Symlink {
+			target, err := io.ReadAll(rd)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(string(target), p)
+		}
+		w, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(w, rd); err != nil {
+			w.Close()
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
+}

@@ -1,0 +1,157 @@
+package git
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/immutable-release/operator/internal/testgit"
+)
+
+func newRepo(t *testing.T) (*testgit.Server, *testgit.Repo, string) {
+	t.Helper()
+	g := NewWithT(t)
+	srv, err := testgit.NewServer()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(srv.Stop)
+	repo, err := srv.CreateRepo("acme/shop.git", "main")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(repo.Write(map[string]string{"deploy/app.yaml": "a: 1\n"})).To(Succeed())
+	hash, err := repo.CommitAndPush("Add the app")
+	g.Expect(err).NotTo(HaveOccurred())
+	return srv, repo, hash
+}
+
+func TestResolveAndCheckoutOverHTTP(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, first := newRepo(t)
+	cache := NewCache(t.TempDir())
+	auth, err := AuthFromSecret(repo.URL(), map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)})
+	g.Expect(err).NotTo(HaveOccurred())
+	main := Reference{Branch: "main"}
+
+	hash, err := cache.Resolve(ctx, repo.URL(), main, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(hash).To(Equal(first))
+	dir, commit, release, err := cache.Checkout(ctx, repo.URL(), main, hash, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer release()
+	g.Expect(os.ReadFile(filepath.Join(dir, "deploy/app.yaml"))).To(Equal([]byte("a: 1\n")))
+	g.Expect(commit.Subject).To(Equal("Add the app"))
+	g.Expect(commit.Author).To(Equal("Ada Developer <ada@example.com>"))
+
+	// A second release on the same repository: no new list within the window, no fetch
+	// for a commit already stored, the same checkout.
+	_, err = cache.Resolve(ctx, repo.URL(), main, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	dir2, _, release2, err := cache.Checkout(ctx, repo.URL(), main, hash, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release2()
+	g.Expect(dir2).To(Equal(dir))
+	g.Expect(cache.Stats()).To(Equal(Stats{Lists: 1, Fetches: 1}))
+
+	// A tag, annotated, resolves to its commit; a commit reference resolves to itself.
+	g.Expect(repo.Git("tag", "-a", "v1.0.0", "-m", "First release")).To(Succeed())
+	g.Expect(repo.Git("push", "--quiet", "origin", "v1.0.0")).To(Succeed())
+	tagged, err := cache.Resolve(ctx, repo.URL(), Reference{Tag: "v1.0.0"}, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(tagged).To(Equal(first))
+	g.Expect(Revision(Reference{Tag: "v1.0.0"}, tagged)).To(Equal("v1.0.0@sha1:" + first))
+	g.Expect(Revision(main, first)).To(Equal("main@sha1:" + first))
+	g.Expect(RevisionHash("main@sha1:" + first)).To(Equal(first))
+
+	// A new commit is fetched into the same store.
+	g.Expect(repo.Write(map[string]string{"deploy/app.yaml": "a: 2\n"})).To(Succeed())
+	second, err := repo.CommitAndPush("Change the app")
+	g.Expect(err).NotTo(HaveOccurred())
+	dir3, _, release3, err := cache.Checkout(ctx, repo.URL(), Reference{Commit: second}, second, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer release3()
+	g.Expect(os.ReadFile(filepath.Join(dir3, "deploy/app.yaml"))).To(Equal([]byte("a: 2\n")))
+}
+
+func TestGitErrors(t *testing.T) {
+	ctx := context.Background()
+	srv, repo, _ := newRepo(t)
+	good := map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)}
+	tests := []struct {
+		name    string
+		url     string
+		ref     Reference
+		secret  map[string][]byte
+		message string
+	}{
+		{name: "wrong credentials", url: repo.URL(), ref: Reference{Branch: "main"},
+			secret: map[string][]byte{"username": []byte(srv.Username), "password": []byte("nope")}, message: "authentication required"},
+		{name: "no credentials", url: repo.URL(), ref: Reference{Branch: "main"}, message: "authentication required"},
+		{name: "unknown branch", url: repo.URL(), ref: Reference{Branch: "nope"}, secret: good, message: `branch "nope" not found in ` + repo.URL()},
+		{name: "unknown tag", url: repo.URL(), ref: Reference{Tag: "v9"}, secret: good, message: `tag "v9" not found`},
+		{name: "unreachable", url: "http://127.0.0.1:1/acme/shop.git", ref: Reference{Branch: "main"}, message: "connection refused"},
+		{name: "credentials not shown", url: "http://user:hunter2@127.0.0.1:1/x.git", ref: Reference{Branch: "main"}, message: "listing references of http://127.0.0.1:1/x.git"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			auth, err := AuthFromSecret(tt.url, tt.secret)
+			g.Expect(err).NotTo(HaveOccurred())
+			_, err = NewCache(t.TempDir()).Resolve(ctx, tt.url, tt.ref, auth)
+			g.Expect(err).To(MatchError(ContainSubstring(tt.message)))
+			g.Expect(err.Error()).NotTo(ContainSubstring("hunter2"))
+		})
+	}
+}
+
+func TestSSHChecksHostKey(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, first := newRepo(t)
+	identity, err := testgit.NewIdentity()
+	g.Expect(err).NotTo(HaveOccurred())
+	knownHosts, err := srv.KnownHosts()
+	g.Expect(err).NotTo(HaveOccurred())
+
+	auth, err := AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity, "known_hosts": knownHosts})
+	g.Expect(err).NotTo(HaveOccurred())
+	cache := NewCache(t.TempDir())
+	hash, err := cache.Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(hash).To(Equal(first))
+	_, _, release, err := cache.Checkout(ctx, repo.SSHURL(), Reference{Branch: "main"}, hash, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
+
+	// Another host's key: refused, never skipped.
+	other, err := testgit.NewServer()
+	g.Expect(err).NotTo(HaveOccurred())
+	defer other.Stop()
+	otherHosts, err := other.KnownHosts()
+	g.Expect(err).NotTo(HaveOccurred())
+	// Same host name and port, a different key.
+	wrong := []byte(hostOf(string(knownHosts)) + " " + keyOf(string(otherHosts)))
+	auth, err = AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity, "known_hosts": wrong})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = NewCache(t.TempDir()).Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth)
+	g.Expect(err).To(MatchError(ContainSubstring("key mismatch")))
+
+	_, err = AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity})
+	g.Expect(err).To(MatchError(ContainSubstring("no known_hosts")))
+	_, err = AuthFromSecret(repo.SSHURL(), nil)
+	g.Expect(err).To(MatchError(ErrInvalidCredentials))
+	_, err = AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": []byte("junk"), "known_hosts": knownHosts})
+	g.Expect(err).To(MatchError(ContainSubstring("identity")))
+}
+
+func hostOf(line string) string {
+	for i, c := range line {
+		if c == ' ' {
+			return line[:i]
+		}
+	}
+	return line
+}
+
+func keyOf(line string) string { return line[len(hostOf(line))+1:] }
