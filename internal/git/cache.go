@@ -284,10 +284,10 @@ func (c *Cache) fetch(ctx context.Context, r *repository, repoURL string, ref Re
 		spec = "+refs/heads/*:refs/remotes/origin/*"
 	}
 	err := r.repo.FetchContext(ctx, &gogit.FetchOptions{
-		RefSpecs:  []config.RefSpec{spec},
-		Auth:      auth.Method,
-		Tags:      gogit.NoTags,
-		Force:     true,
+		RefSpecs: []config.RefSpec{spec},
+		Auth:     auth.Method,
+		Tags:     gogit.NoTags,
+		Force:    true,
 	})
 	if err != nil && !errors.Is(err, gogit.NoErrAlreadyUpToDate) {
 		return fmt.Errorf("fetching %s from %s: %w", ref, Redact(repoURL), err)

@@ -53,14 +53,14 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestBuildPlainManifests(t *testing.T) {
 	g := NewWithT(t)
 	root := writeTree(t, map[string]string{
-		"deploy/prod/app.yaml":        deployment("web", "nginx:1.27@"+goodDigest) + "---\n" + configMap,
-		"deploy/prod/nested/svc.yml":  "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
-		"deploy/prod/.hidden/x.yaml":  "not: [valid",
-		"deploy/prod/README.md":       "# not read",
-		"deploy/prod/empty.yaml":      "---\n---\n",
-		"deploy/staging/other.yaml":   configMap,
-		"deploy/prod/list/list.yaml":  "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: sa}\n",
-		"deploy/prod/cronjob.yaml":    "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          initContainers: [{name: init, image: 'busybox@" + goodDigest + "'}]\n          containers: [{name: tick, image: 'busybox@" + goodDigest + "'}]\n",
+		"deploy/prod/app.yaml":       deployment("web", "nginx:1.27@"+goodDigest) + "---\n" + configMap,
+		"deploy/prod/nested/svc.yml": "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+		"deploy/prod/.hidden/x.yaml": "not: [valid",
+		"deploy/prod/README.md":      "# not read",
+		"deploy/prod/empty.yaml":     "---\n---\n",
+		"deploy/staging/other.yaml":  configMap,
+		"deploy/prod/list/list.yaml": "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: sa}\n",
+		"deploy/prod/cronjob.yaml":   "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          initContainers: [{name: init, image: 'busybox@" + goodDigest + "'}]\n          containers: [{name: tick, image: 'busybox@" + goodDigest + "'}]\n",
 	})
 	objects, err := Build(root, "./deploy/prod", DefaultLimits)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -157,7 +157,9 @@ func TestBuildRefuses(t *testing.T) {
 			setup:  func(t *testing.T, root string) { must(t, os.Symlink(outside, filepath.Join(root, "link"))) },
 			reason: ReasonInvalidPath, message: []string{"through a symlink"}},
 		{name: "file symlink out", files: map[string]string{"a.yaml": configMap},
-			setup:  func(t *testing.T, root string) { must(t, os.Symlink(filepath.Join(outside, "secret.yaml"), filepath.Join(root, "b.yaml"))) },
+			setup: func(t *testing.T, root string) {
+				must(t, os.Symlink(filepath.Join(outside, "secret.yaml"), filepath.Join(root, "b.yaml")))
+			},
 			reason: ReasonInvalidManifest, message: []string{"b.yaml: symlink leads out of the repository"}},
 		{name: "kustomize resource outside", files: map[string]string{"k/kustomization.yaml": "resources: [" + filepath.Join(outside, "secret.yaml") + "]\n"}, path: "k",
 			reason: ReasonInvalidManifest, message: []string{"k/kustomization.yaml: kustomize build failed"}},
