@@ -41,7 +41,7 @@ func startForTest(t testing.TB, opts Options) *ControlPlane {
 		if testing.Short() {
 			t.Skip(err)
 		}
-		t.Fatalf("%v\nRun `make control-plane` to build them (about 15 minutes the first time).", err)
+		t.Fatalf("%v (about 15 minutes the first time)", err)
 	}
 	if err != nil {
 		dumpLogs(t, opts.LogDir)
@@ -189,6 +189,31 @@ func TestStartWithoutWorkloads(t *testing.T) {
 	g.Expect(cl.Create(t.Context(), svc)).To(Succeed())
 
 	g.Expect(cp.Stop()).To(Succeed())
+	g.Expect(childProcesses(t)).To(Equal(childrenBefore))
+}
+
+func TestStartNamesTheProcessThatFailed(t *testing.T) {
+	g := NewWithT(t)
+	opts := Options{Workloads: true}
+	g.Expect(opts.setDefaults()).To(Succeed())
+	if err := checkBinaries(opts.BinDir, opts.requiredBinaries()); err != nil {
+		startForTest(t, opts) // skips or fails with the instructions
+	}
+	// The real binaries, but a kwok that dies at once.
+	dir := t.TempDir()
+	for _, name := range opts.requiredBinaries() {
+		g.Expect(os.Symlink(filepath.Join(opts.BinDir, name), filepath.Join(dir, name))).To(Succeed())
+	}
+	g.Expect(os.Remove(filepath.Join(dir, "kwok"))).To(Succeed())
+	g.Expect(os.WriteFile(filepath.Join(dir, "kwok"), []byte("#!/bin/sh\necho 'no stages for you' >&2\nexit 3\n"), 0o755)).To(Succeed())
+	childrenBefore := childProcesses(t)
+
+	logDir := t.TempDir()
+	_, err := Start(t.Context(), Options{BinDir: dir, Workloads: true, LogDir: logDir})
+	t.Logf("Start failed as it should: %v", err)
+	kwokLog := filepath.Join(logDir, "kwok.log")
+	g.Expect(err).To(MatchError(And(ContainSubstring("kwok exited: exit status 3"), ContainSubstring(kwokLog))))
+	g.Expect(os.ReadFile(kwokLog)).To(ContainSubstring("no stages for you"))
 	g.Expect(childProcesses(t)).To(Equal(childrenBefore))
 }
 

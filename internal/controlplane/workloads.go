@@ -30,8 +30,11 @@ const readyTimeout = time.Minute
 // probeImage is what the start-up probe pod runs. kwok pulls nothing, so it is only a name.
 const probeImage = "registry.k8s.io/pause:3.10"
 
-// fakeNodeName is the one Node kwok plays the kubelet for.
-const fakeNodeName = "kwok-node-0"
+// fakeNodeName is the one Node kwok plays the kubelet for; fakeNodeIP is its InternalIP.
+const (
+	fakeNodeName = "kwok-node-0"
+	fakeNodeIP   = "172.18.0.2"
+)
 
 // startWorkloads starts kube-controller-manager, kube-scheduler and kwok, registers the fake
 // Node and returns once a pod can be scheduled and becomes Ready.
@@ -74,6 +77,8 @@ func (c *ControlPlane) startWorkloads(ctx context.Context, binDir string) error 
 			kubeconfig,
 			"--manage-all-nodes=true",
 			"--server-address=", // no kubelet API: nothing execs or reads logs
+			// Without it the Node has no InternalIP and pods no hostIP.
+			"--node-ip=" + fakeNodeIP,
 			// With a lease kwok heartbeats every 10 s; without one it posts Node status
 			// about once a minute and the node-lifecycle controller flaps pods to unready.
 			"--node-lease-duration-seconds=40",
@@ -193,8 +198,9 @@ func (c *ControlPlane) probeScheduling(ctx context.Context, cl client.Client) er
 	}); err != nil {
 		return err
 	}
-	// Grace period 0 deletes at once rather than waiting for kwok's pod-delete Stage.
-	if err := cl.Delete(ctx, pod, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+	// A graceful delete, finished by kwok's pod-delete Stage like any other pod's; a forced
+	// one races that Stage and leaves an error in kwok's log. Nothing waits for it to go.
+	if err := cl.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting probe pod: %w", err)
 	}
 	return nil

@@ -114,14 +114,15 @@ func (c *Cache) Stats() Stats {
 	return c.stats
 }
 
-// Resolve lists the remote and returns the commit hash ref points at. Answers are shared for
-// a second between callers with the same URL, reference and credentials, so that many
-// releases on one repository cost one ls-remote. A commit reference still lists the remote,
+// Resolve lists the remote and returns the commit hash ref points at. Unless fresh is set,
+// answers are shared for a second between callers with the same URL, reference and
+// credentials, so that many releases on one repository cost one ls-remote; a person who
+// asks for a reconcile after a push wants fresh. A commit reference still lists the remote,
 // which proves the credentials can read the repository.
-func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth *Auth) (string, error) {
+func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth *Auth, fresh bool) (string, error) {
 	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
 	c.mu.Lock()
-	if h, ok := c.heads[key]; ok && time.Since(h.at) < c.headTTL {
+	if h, ok := c.heads[key]; ok && !fresh && time.Since(h.at) < c.headTTL {
 		c.mu.Unlock()
 		return h.hash, nil
 	}

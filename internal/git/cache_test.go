@@ -34,7 +34,7 @@ func TestResolveAndCheckoutOverHTTP(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	main := Reference{Branch: "main"}
 
-	hash, err := cache.Resolve(ctx, repo.URL(), main, auth)
+	hash, err := cache.Resolve(ctx, repo.URL(), main, auth, false)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(hash).To(Equal(first))
 	dir, commit, release, err := cache.Checkout(ctx, repo.URL(), main, hash, auth)
@@ -46,7 +46,7 @@ func TestResolveAndCheckoutOverHTTP(t *testing.T) {
 
 	// A second release on the same repository: no new list within the window, no fetch
 	// for a commit already stored, the same checkout.
-	_, err = cache.Resolve(ctx, repo.URL(), main, auth)
+	_, err = cache.Resolve(ctx, repo.URL(), main, auth, false)
 	g.Expect(err).NotTo(HaveOccurred())
 	dir2, _, release2, err := cache.Checkout(ctx, repo.URL(), main, hash, auth)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -57,7 +57,7 @@ func TestResolveAndCheckoutOverHTTP(t *testing.T) {
 	// A tag, annotated, resolves to its commit; a commit reference resolves to itself.
 	g.Expect(repo.Git("tag", "-a", "v1.0.0", "-m", "First release")).To(Succeed())
 	g.Expect(repo.Git("push", "--quiet", "origin", "v1.0.0")).To(Succeed())
-	tagged, err := cache.Resolve(ctx, repo.URL(), Reference{Tag: "v1.0.0"}, auth)
+	tagged, err := cache.Resolve(ctx, repo.URL(), Reference{Tag: "v1.0.0"}, auth, false)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(tagged).To(Equal(first))
 	g.Expect(Revision(Reference{Tag: "v1.0.0"}, tagged)).To(Equal("v1.0.0@sha1:" + first))
@@ -98,7 +98,7 @@ func TestGitErrors(t *testing.T) {
 			g := NewWithT(t)
 			auth, err := AuthFromSecret(tt.url, tt.secret)
 			g.Expect(err).NotTo(HaveOccurred())
-			_, err = NewCache(t.TempDir()).Resolve(ctx, tt.url, tt.ref, auth)
+			_, err = NewCache(t.TempDir()).Resolve(ctx, tt.url, tt.ref, auth, false)
 			g.Expect(err).To(MatchError(ContainSubstring(tt.message)))
 			g.Expect(err.Error()).NotTo(ContainSubstring("hunter2"))
 		})
@@ -117,7 +117,7 @@ func TestSSHChecksHostKey(t *testing.T) {
 	auth, err := AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity, "known_hosts": knownHosts})
 	g.Expect(err).NotTo(HaveOccurred())
 	cache := NewCache(t.TempDir())
-	hash, err := cache.Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth)
+	hash, err := cache.Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth, false)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(hash).To(Equal(first))
 	_, _, release, err := cache.Checkout(ctx, repo.SSHURL(), Reference{Branch: "main"}, hash, auth)
@@ -134,7 +134,7 @@ func TestSSHChecksHostKey(t *testing.T) {
 	wrong := []byte(hostOf(string(knownHosts)) + " " + keyOf(string(otherHosts)))
 	auth, err = AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity, "known_hosts": wrong})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = NewCache(t.TempDir()).Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth)
+	_, err = NewCache(t.TempDir()).Resolve(ctx, repo.SSHURL(), Reference{Branch: "main"}, auth, false)
 	g.Expect(err).To(MatchError(ContainSubstring("key mismatch")))
 
 	_, err = AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity})

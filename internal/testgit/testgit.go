@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/url"
 	"os"
@@ -33,6 +35,8 @@ type Server struct {
 // NewServer starts a Git server over HTTP (basic auth with the returned Username and
 // Password) and SSH (any client key is accepted; the host key is checked by clients).
 func NewServer() (*Server, error) {
+	// gitkit logs every request with the standard logger; that drowns test output.
+	log.SetOutput(io.Discard)
 	gs, err := gittestserver.NewTempGitServer()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,98 @@
+// Command manager runs the ImmutableRelease operator.
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/controllers"
+	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/manifest"
+)
+
+const controllerName = "immutable-release-controller"
+
+func main() {
+	var (
+		metricsAddr   string
+		probeAddr     string
+		leaderElect   bool
+		storagePath   string
+		concurrent    int
+		healthPolling time.Duration
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
+	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
+	flag.DurationVar(&healthPolling, "health-poll-interval", 2*time.Second, "How often a rollout in progress is looked at.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+
+	cfg := ctrl.GetConfigOrDie()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "immutable-release.release.immutable.dev",
+	})
+	if err != nil {
+		log.Error(err, "Failed to create the manager")
+		os.Exit(1)
+	}
+	if err := os.MkdirAll(storagePath, 0o700); err != nil {
+		log.Error(err, "Failed to create the storage path", "path", storagePath)
+		os.Exit(1)
+	}
+
+	r := &controllers.ImmutableReleaseReconciler{
+		Client:   mgr.GetClient(),
+		Config:   cfg,
+		Scheme:   scheme,
+		Recorder: mgr.GetEventRecorder(controllerName),
+		Git:      git.NewCache(storagePath),
+		Options: controllers.Options{
+			Limits:                  manifest.DefaultLimits,
+			HealthPollInterval:      healthPolling,
+			MaxConcurrentReconciles: concurrent,
+		},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Failed to set up the controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Failed to set up the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "Failed to set up the ready check")
+		os.Exit(1)
+	}
+
+	log.Info("Starting the manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "The manager stopped with an error")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,245 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/conditions"
+	"github.com/fluxcd/pkg/ssa"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/apply"
+	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/health"
+	"github.com/immutable-release/operator/internal/manifest"
+)
+
+// scope is what the steps of one reconcile share.
+type scope struct {
+	obj      *v1alpha1.ImmutableRelease
+	revision string
+	commit   git.Commit
+	dir      string
+	objects  []*unstructured.Unstructured
+	// changed is true when the apply created or changed an object: a new rollout begins.
+	changed bool
+	client  client.Client
+}
+
+// reconcile runs the steps in order. Between intervals, when Git was checked recently and
+// the fetched revision is applied, only the health of the rollout is looked at.
+func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease) (ctrl.Result, error) {
+	s := &scope{obj: obj}
+	var err error
+	if s.client, err = r.clientFor(obj); err != nil {
+		return ctrl.Result{}, err
+	}
+	if due, fresh := r.gitCheckDue(obj); due {
+		release, err := r.fetchSource(ctx, s, fresh)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		defer release()
+		if err := r.build(s); err != nil {
+			return requeue(obj, 0), err
+		}
+		if err := r.apply(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.recordGitCheck(obj)
+	}
+	return r.checkHealth(ctx, s)
+}
+
+// clientFor returns an uncached client that acts as the release's service account when it
+// names one. Uncached: the operator must not keep informers on every kind it applies.
+func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (client.Client, error) {
+	cfg := rest.CopyConfig(r.Config)
+	if sa := obj.Spec.ServiceAccountName; sa != "" {
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)}
+	}
+	c, err := client.New(cfg, client.Options{Scheme: r.Scheme, Mapper: r.RESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("creating a client: %w", err)
+	}
+	return c, nil
+}
+
+// fetchSource lists the remote and checks out the commit the reference points at.
+func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, fresh bool) (release func(), err error) {
+	obj := s.obj
+	var data map[string][]byte
+	if ref := obj.Spec.Git.SecretRef; ref != nil {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("secret %q not found in namespace %q: create it with the Git credentials (username and password, or identity and known_hosts)", ref.Name, obj.Namespace))
+			}
+			return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("reading secret %q: %w", ref.Name, err))
+		}
+		data = secret.Data
+	}
+	auth, err := git.AuthFromSecret(obj.Spec.Git.URL, data)
+	if err != nil {
+		if obj.Spec.Git.SecretRef != nil {
+			err = fmt.Errorf("secret %q: %w", obj.Spec.Git.SecretRef.Name, err)
+		}
+		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
+	}
+	ref := gitReference(obj)
+	hash, err := r.Git.Resolve(ctx, obj.Spec.Git.URL, ref, auth, fresh)
+	if err != nil {
+		return nil, retry(v1alpha1.GitOperationFailedReason, err)
+	}
+	s.revision = git.Revision(ref, hash)
+	obj.Status.LastAttemptedRevision = s.revision
+	dir, commit, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
+	if err != nil {
+		return nil, retry(v1alpha1.GitOperationFailedReason, err)
+	}
+	s.dir, s.commit = dir, commit
+	return release, nil
+}
+
+func gitReference(obj *v1alpha1.ImmutableRelease) git.Reference {
+	ref := obj.Spec.Git.Ref
+	return git.Reference{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit}
+}
+
+// build loads and validates the manifests. Nothing is applied unless all of them pass.
+func (r *ImmutableReleaseReconciler) build(s *scope) error {
+	objects, err := manifest.Build(s.dir, s.obj.Spec.Path, r.Options.Limits)
+	if err != nil {
+		var merr *manifest.Error
+		if errors.As(err, &merr) {
+			return stall(merr.Reason, fmt.Errorf("revision %s: %w", s.revision, err))
+		}
+		return retry(v1alpha1.InvalidManifestReason, err)
+	}
+	s.objects = manifest.Unstructured(objects)
+	return nil
+}
+
+// apply applies the objects, prunes what left Git, and records the revision.
+func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error {
+	obj := s.obj
+	applier := apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
+	if err := applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
+		return retry(v1alpha1.ApplyFailedReason, err)
+	}
+	cs, err := applier.Apply(ctx, s.objects)
+	if err != nil {
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("applying revision %s: %w", s.revision, err))
+	}
+	inventory := apply.Inventory(s.objects)
+	if obj.Spec.Prune {
+		pruned, err := applier.Prune(ctx, obj.Status.Inventory, inventory)
+		if err != nil {
+			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning: %w", err))
+		}
+		cs.Append(pruned.Entries)
+	}
+
+	for _, e := range cs.Entries {
+		if e.Action == ssa.CreatedAction || e.Action == ssa.ConfiguredAction {
+			s.changed = true
+		}
+	}
+	images := workloadImages(s.objects)
+	newRevision := obj.Status.LastAppliedRevision != s.revision
+	obj.Status.LastAppliedRevision = s.revision
+	obj.Status.Inventory = inventory
+	obj.Status.Images = images
+	if newRevision || len(obj.Status.History) == 0 {
+		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+	}
+	if changes := summarize(cs); changes != "" || newRevision {
+		r.event(obj, corev1.EventTypeNormal, "Applied", "Apply", fmt.Sprintf("Applied revision %s: %s", s.revision, orNothing(changes)))
+	}
+	if s.changed || !conditions.Has(obj, v1alpha1.HealthyCondition) {
+		// A new rollout: its timeout starts now, at the condition's transition time.
+		conditions.Delete(obj, v1alpha1.HealthyCondition)
+		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rollout of %s started", s.revision)
+	}
+	return nil
+}
+
+// checkHealth judges the rollout of the applied objects, without waiting.
+func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) (ctrl.Result, error) {
+	obj := s.obj
+	objects, err := apply.Objects(obj.Status.Inventory)
+	if err != nil {
+		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
+	}
+	res, err := health.Check(ctx, s.client, objects)
+	if err != nil {
+		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
+	}
+	revision := obj.Status.LastAppliedRevision
+	switch {
+	case res.Verdict == health.Healthy:
+		if !conditions.IsTrue(obj, v1alpha1.HealthyCondition) {
+			r.event(obj, corev1.EventTypeNormal, v1alpha1.HealthySucceededReason, "HealthCheck", fmt.Sprintf("Revision %s is healthy", revision))
+		}
+		conditions.MarkTrue(obj, v1alpha1.HealthyCondition, v1alpha1.HealthySucceededReason, "all objects of %s are healthy", revision)
+		setResult(obj, revision, v1alpha1.ReleaseHealthy, "")
+		return requeue(obj, 0), nil
+
+	case res.Verdict == health.Failed || rolloutTimedOut(obj):
+		msg := fmt.Sprintf("revision %s failed its health check: %s", revision, res.Message())
+		if res.Verdict != health.Failed {
+			msg = fmt.Sprintf("revision %s did not become healthy within %s: %s", revision, obj.GetTimeout(), res.Message())
+		}
+		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckFailedReason, "%s", msg)
+		setResult(obj, revision, v1alpha1.ReleaseFailed, msg)
+		return requeue(obj, 0), stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
+
+	default:
+		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rolling out %s: %s", revision, res.Message())
+		return requeue(obj, r.Options.HealthPollInterval), nil
+	}
+}
+
+// rolloutTimedOut says whether the rollout that began when Healthy turned pending has run
+// past spec.timeout. A revision already judged failed stays failed until the next rollout.
+func rolloutTimedOut(obj *v1alpha1.ImmutableRelease) bool {
+	c := conditions.Get(obj, v1alpha1.HealthyCondition)
+	if c == nil {
+		return false
+	}
+	if c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.HealthCheckFailedReason {
+		return true
+	}
+	return c.Status == metav1.ConditionUnknown && time.Since(c.LastTransitionTime.Time) > obj.GetTimeout()
+}
+
+// reconcileDelete prunes what the release applied, when prune is on, and lets it go. It
+// never writes to Git.
+func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+	if obj.Spec.Prune && !obj.Spec.Suspend && obj.Status.Inventory != nil {
+		c, err := r.clientFor(obj)
+		if err != nil {
+			return err
+		}
+		objects, err := apply.Objects(obj.Status.Inventory)
+		if err != nil {
+			return err
+		}
+		if _, err := apply.NewApplier(c, client.ObjectKeyFromObject(obj)).Delete(ctx, objects); err != nil {
+			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err))
+		}
+	}
+	r.forgetGitCheck(obj)
+	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
+	return nil
+}

@@ -1,0 +1,188 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/conditions"
+	"github.com/fluxcd/pkg/runtime/patch"
+	"github.com/fluxcd/pkg/ssa"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/manifest"
+)
+
+// failure is an error with the reason it gets on the Ready condition. A stalled failure
+// cannot be fixed by retrying the same input: it waits for a new commit or a new spec, at
+// the normal interval. Any other failure is retried with backoff.
+type failure struct {
+	reason  string
+	err     error
+	stalled bool
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func retry(reason string, err error) error { return &failure{reason: reason, err: err} }
+func stall(reason string, err error) error { return &failure{reason: reason, err: err, stalled: true} }
+
+// ownedConditions are the conditions this controller writes; the patch helper overwrites
+// them on conflict.
+var ownedConditions = []string{meta.ReadyCondition, meta.ReconcilingCondition, meta.StalledCondition, v1alpha1.HealthyCondition}
+
+// finalizeStatus runs once at the end of every reconcile: it derives Ready, Reconciling and
+// Stalled from the outcome, records the handled reconcile request and the observed
+// generation, patches the status, and emits one event for a failure.
+func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1alpha1.ImmutableRelease, patcher *patch.SerialPatcher,
+	result ctrl.Result, err error, start time.Time) (ctrl.Result, error) {
+	if v, ok := meta.ReconcileAnnotationValue(obj.GetAnnotations()); ok {
+		obj.Status.SetLastHandledReconcileRequest(v)
+	}
+
+	var f *failure
+	switch {
+	case !obj.DeletionTimestamp.IsZero():
+	case errors.As(err, &f):
+		conditions.MarkFalse(obj, meta.ReadyCondition, f.reason, "%s", f.err.Error())
+		if f.stalled {
+			conditions.MarkStalled(obj, f.reason, "%s", f.err.Error())
+			conditions.Delete(obj, meta.ReconcilingCondition)
+			err = nil
+		} else {
+			conditions.MarkReconciling(obj, v1alpha1.ProgressingWithRetryReason, "retrying: %s", f.err.Error())
+			conditions.Delete(obj, meta.StalledCondition)
+		}
+		if !sameFailure(obj, f) {
+			r.event(obj, corev1.EventTypeWarning, f.reason, "Reconcile", f.err.Error())
+		}
+	case err != nil:
+		conditions.MarkFalse(obj, meta.ReadyCondition, meta.ReconciliationFailedReason, "%s", err.Error())
+		conditions.MarkReconciling(obj, v1alpha1.ProgressingWithRetryReason, "retrying: %s", err.Error())
+	case obj.Spec.Suspend:
+	case conditions.IsTrue(obj, v1alpha1.HealthyCondition):
+		conditions.MarkTrue(obj, meta.ReadyCondition, v1alpha1.ReconciliationSucceededReason, "Applied revision %s", obj.Status.LastAppliedRevision)
+		conditions.Delete(obj, meta.ReconcilingCondition)
+		conditions.Delete(obj, meta.StalledCondition)
+	default:
+		msg := conditions.GetMessage(obj, v1alpha1.HealthyCondition)
+		conditions.MarkUnknown(obj, meta.ReadyCondition, v1alpha1.ProgressingReason, "%s", msg)
+		conditions.MarkReconciling(obj, v1alpha1.ProgressingReason, "%s", msg)
+		conditions.Delete(obj, meta.StalledCondition)
+	}
+	if conditions.IsReady(obj) || conditions.IsStalled(obj) {
+		obj.Status.ObservedGeneration = obj.Generation
+	}
+
+	if perr := patcher.Patch(ctx, obj, patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner("immutable-release")); perr != nil {
+		if !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer) {
+			// The object is gone once the finalizer is removed; nothing left to patch.
+			perr = nil
+		}
+		err = errors.Join(err, perr)
+	}
+	log.FromContext(ctx).V(1).Info("Reconciled release", "duration", time.Since(start).String(), "revision", obj.Status.LastAppliedRevision)
+	return result, err
+}
+
+// sameFailure avoids repeating a warning event at every retry of the same failure: the
+// Ready condition already said it.
+func sameFailure(obj *v1alpha1.ImmutableRelease, f *failure) bool {
+	old := conditions.Get(obj, meta.ReadyCondition)
+	return old != nil && old.Reason == f.reason && old.Message == f.err.Error() && old.LastTransitionTime.Time.Before(time.Now().Add(-time.Second))
+}
+
+// recordRelease adds a history entry for a newly applied revision, newest first.
+func recordRelease(obj *v1alpha1.ImmutableRelease, revision string, commit git.Commit, checksum string) {
+	rec := v1alpha1.ReleaseRecord{
+		Revision:       revision,
+		Subject:        commit.Subject,
+		Author:         commit.Author,
+		AppliedAt:      metav1.Now(),
+		ImagesChecksum: checksum,
+		Result:         v1alpha1.ReleaseApplied,
+	}
+	if !commit.Time.IsZero() {
+		t := metav1.NewTime(commit.Time)
+		rec.CommitTime = &t
+	}
+	obj.Status.History = append([]v1alpha1.ReleaseRecord{rec}, obj.Status.History...)
+	if len(obj.Status.History) > v1alpha1.MaxHistory {
+		obj.Status.History = obj.Status.History[:v1alpha1.MaxHistory]
+	}
+}
+
+// setResult records the health verdict of revision in its history entry. A verdict, once
+// Failed, is kept: it is what happened to that rollout.
+func setResult(obj *v1alpha1.ImmutableRelease, revision string, result v1alpha1.ReleaseResult, message string) {
+	for i := range obj.Status.History {
+		h := &obj.Status.History[i]
+		if h.Revision != revision {
+			continue
+		}
+		if h.Result == v1alpha1.ReleaseFailed && result == v1alpha1.ReleaseHealthy {
+			return
+		}
+		h.Result, h.Message = result, message
+		return
+	}
+}
+
+// workloadImages lists the image of every container of every object that has a pod spec.
+func workloadImages(objects []*unstructured.Unstructured) []v1alpha1.WorkloadImage {
+	var out []v1alpha1.WorkloadImage
+	for _, o := range objects {
+		for _, c := range manifest.Containers(o) {
+			out = append(out, v1alpha1.WorkloadImage{Workload: manifest.ObjectName(o), Container: c.Name, Image: c.Image})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Workload != out[j].Workload {
+			return out[i].Workload < out[j].Workload
+		}
+		return out[i].Container < out[j].Container
+	})
+	return out
+}
+
+func imagesChecksum(images []v1alpha1.WorkloadImage) string {
+	lines := make([]string, len(images))
+	for i, im := range images {
+		lines[i] = im.Workload + "=" + im.Container + "=" + im.Image
+	}
+	return manifest.ImagesChecksum(lines)
+}
+
+// summarize counts the changes of an apply: "2 created, 1 configured, 1 deleted".
+func summarize(cs *ssa.ChangeSet) string {
+	counts := map[ssa.Action]int{}
+	for _, e := range cs.Entries {
+		counts[e.Action]++
+	}
+	var parts []string
+	for _, a := range []ssa.Action{ssa.CreatedAction, ssa.ConfiguredAction, ssa.DeletedAction} {
+		if counts[a] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[a], a))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func orNothing(s string) string {
+	if s == "" {
+		return "no changes"
+	}
+	return s
+}

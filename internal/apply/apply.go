@@ -1,0 +1,211 @@
+// Package apply puts a release's objects into the cluster with server-side apply, keeps the
+// inventory of what was applied, and prunes what left Git. It wraps
+// github.com/fluxcd/pkg/ssa, which applies namespaces and CRDs before the objects that need
+// them and skips objects that a dry run shows unchanged.
+package apply
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/cli-utils/pkg/object"
+	"github.com/fluxcd/pkg/ssa"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+)
+
+const (
+	// FieldManager is the field manager of every apply the operator makes.
+	FieldManager = "immutable-release"
+	// NameLabel and NamespaceLabel mark every applied object with the release that owns it.
+	NameLabel      = "release.immutable.dev/name"
+	NamespaceLabel = "release.immutable.dev/namespace"
+)
+
+// Applier applies and prunes the objects of one release, as the client it was made with
+// (the operator itself, or the release's service account).
+type Applier struct {
+	client  client.Client
+	manager *ssa.ResourceManager
+	owner   client.ObjectKey
+}
+
+// NewApplier returns an Applier for the release named owner.
+func NewApplier(c client.Client, owner client.ObjectKey) *Applier {
+	poller := polling.NewStatusPoller(c, c.RESTMapper(), polling.Options{})
+	rm := ssa.NewResourceManager(c, poller, ssa.Owner{Field: FieldManager, Group: v1alpha1.GroupVersion.Group})
+	rm.SetConcurrency(4)
+	return &Applier{client: c, manager: rm, owner: owner}
+}
+
+// OwnerLabels are the labels that mark an object as applied by the release.
+func OwnerLabels(owner client.ObjectKey) map[string]string {
+	return map[string]string{NameLabel: owner.Name, NamespaceLabel: owner.Namespace}
+}
+
+// Prepare sets the namespace of every namespaced object (targetNamespace when set, else
+// defaultNamespace for objects that name none) and the owner labels. Kinds unknown to the
+// API server are looked up among the CRDs of the same set.
+func (a *Applier) Prepare(objects []*unstructured.Unstructured, targetNamespace, defaultNamespace string) error {
+	crdScopes := map[schema.GroupKind]bool{}
+	for _, o := range objects {
+		if o.GetKind() == "CustomResourceDefinition" && strings.HasPrefix(o.GetAPIVersion(), "apiextensions.k8s.io/") {
+			group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+			kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+			scope, _, _ := unstructured.NestedString(o.Object, "spec", "scope")
+			crdScopes[schema.GroupKind{Group: group, Kind: kind}] = scope == "Namespaced"
+		}
+	}
+	var unknown []string
+	for _, o := range objects {
+		gvk := o.GroupVersionKind()
+		namespaced, known := crdScopes[gvk.GroupKind()]
+		if !known {
+			mapping, err := a.client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				if meta.IsNoMatchError(err) {
+					unknown = append(unknown, fmt.Sprintf("%s (%s)", o.GetName(), gvk.GroupVersion().WithKind(gvk.Kind)))
+					continue
+				}
+				return fmt.Errorf("looking up %s: %w", gvk, err)
+			}
+			namespaced = mapping.Scope.Name() == meta.RESTScopeNameNamespace
+		}
+		switch {
+		case !namespaced:
+			o.SetNamespace("")
+		case targetNamespace != "":
+			o.SetNamespace(targetNamespace)
+		case o.GetNamespace() == "":
+			o.SetNamespace(defaultNamespace)
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("the API server does not serve the kind of %s: install its CRD first or add it to the release", strings.Join(unknown, ", "))
+	}
+	a.manager.SetOwnerLabels(objects, a.owner.Name, a.owner.Namespace)
+	return nil
+}
+
+// Apply server-side applies the objects, namespaces and CRDs first. When any object is
+// refused in its stage's dry run, nothing of that stage is applied.
+func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructured) (*ssa.ChangeSet, error) {
+	opts := ssa.DefaultApplyOptions()
+	opts.WaitInterval = time.Second
+	opts.WaitTimeout = time.Minute
+	opts.Cleanup = ssa.ApplyCleanupOptions{
+		// Take over fields that kubectl applied before the release existed.
+		FieldManagers: []ssa.FieldManager{
+			{Name: "kubectl", OperationType: metav1.ManagedFieldsOperationApply},
+			{Name: "kubectl-client-side-apply", OperationType: metav1.ManagedFieldsOperationUpdate},
+		},
+	}
+	cs, err := a.manager.ApplyAllStaged(ctx, objects, opts)
+	if err != nil {
+		return cs, explainApplyError(err)
+	}
+	return cs, nil
+}
+
+// Prune deletes the objects of old that are not in current. Objects that no longer carry
+// this release's labels (someone else took them over) are left alone.
+func (a *Applier) Prune(ctx context.Context, old, current *v1alpha1.ResourceInventory) (*ssa.ChangeSet, error) {
+	stale, err := Diff(old, current)
+	if err != nil {
+		return nil, err
+	}
+	return a.Delete(ctx, stale)
+}
+
+// Delete deletes the given objects if they still carry this release's labels.
+func (a *Applier) Delete(ctx context.Context, objects []*unstructured.Unstructured) (*ssa.ChangeSet, error) {
+	if len(objects) == 0 {
+		return ssa.NewChangeSet(), nil
+	}
+	opts := ssa.DefaultDeleteOptions()
+	opts.Inclusions = OwnerLabels(a.owner)
+	cs, err := a.manager.DeleteAll(ctx, objects, opts)
+	if err != nil {
+		return cs, explainApplyError(err)
+	}
+	return cs, nil
+}
+
+// explainApplyError adds what a person can do about the common refusals.
+func explainApplyError(err error) error {
+	switch {
+	case apierrors.IsForbidden(err) || strings.Contains(err.Error(), "forbidden"):
+		return fmt.Errorf("%w (grant the release's service account the rights it needs, or remove spec.serviceAccountName)", err)
+	default:
+		return err
+	}
+}
+
+// Inventory lists the objects as inventory entries, sorted.
+func Inventory(objects []*unstructured.Unstructured) *v1alpha1.ResourceInventory {
+	inv := &v1alpha1.ResourceInventory{Entries: make([]v1alpha1.ResourceRef, 0, len(objects))}
+	for _, o := range objects {
+		inv.Entries = append(inv.Entries, v1alpha1.ResourceRef{
+			ID:      object.UnstructuredToObjMetadata(o).String(),
+			Version: o.GroupVersionKind().Version,
+		})
+	}
+	sort.Slice(inv.Entries, func(i, j int) bool { return inv.Entries[i].ID < inv.Entries[j].ID })
+	return inv
+}
+
+// Objects turns inventory entries back into object stubs (kind, name, namespace).
+func Objects(inv *v1alpha1.ResourceInventory) ([]*unstructured.Unstructured, error) {
+	if inv == nil {
+		return nil, nil
+	}
+	out := make([]*unstructured.Unstructured, 0, len(inv.Entries))
+	for _, e := range inv.Entries {
+		m, err := object.ParseObjMetadata(e.ID)
+		if err != nil {
+			return nil, fmt.Errorf("reading inventory entry %q: %w", e.ID, err)
+		}
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(m.GroupKind.WithVersion(e.Version))
+		u.SetNamespace(m.Namespace)
+		u.SetName(m.Name)
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// Diff returns the objects of old that are not in current.
+func Diff(old, current *v1alpha1.ResourceInventory) ([]*unstructured.Unstructured, error) {
+	if old == nil {
+		return nil, nil
+	}
+	keep := map[string]bool{}
+	if current != nil {
+		for _, e := range current.Entries {
+			keep[e.ID] = true
+		}
+	}
+	stale := &v1alpha1.ResourceInventory{}
+	for _, e := range old.Entries {
+		if !keep[e.ID] {
+			stale.Entries = append(stale.Entries, e)
+		}
+	}
+	objects, err := Objects(stale)
+	if err != nil {
+		return nil, err
+	}
+	// Delete namespaced objects before namespaces and CRDs, so nothing is orphaned mid-way.
+	sort.SliceStable(objects, func(i, j int) bool { return objects[i].GetNamespace() != "" && objects[j].GetNamespace() == "" })
+	return objects, nil
+}
