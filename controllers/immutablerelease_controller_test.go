@@ -180,7 +180,7 @@ func TestServiceAccountWithoutRights(t *testing.T) {
 	// It may manage ConfigMaps and Services, not Deployments.
 	g.Expect(k8s.Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps", "services"}, Verbs: []string{"*"}}},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps", "services"}, Verbs: []string{"*"}}},
 	})).To(Succeed())
 	g.Expect(k8s.Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns},
