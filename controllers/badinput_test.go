@@ -17,7 +17,9 @@ import (
 // TestBadInput is the table of bad input: each gets its documented reason and a message that
 // says what is wrong, and nothing reaches the cluster.
 func TestBadInput(t *testing.T) {
-	image := func(ref string) map[string]string { return map[string]string{"deployment.yaml": deploymentYAML("web", ref)} }
+	image := func(ref string) map[string]string {
+		return map[string]string{"deployment.yaml": deploymentYAML("web", ref)}
+	}
 	tests := []struct {
 		name    string
 		files   map[string]string
