@@ -56,6 +56,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1
 	switch {
 	case !obj.DeletionTimestamp.IsZero():
 	case errors.As(err, &f):
+		repeated := sameFailure(obj, f)
 		conditions.MarkFalse(obj, meta.ReadyCondition, f.reason, "%s", f.err.Error())
 		if f.stalled {
 			conditions.MarkStalled(obj, f.reason, "%s", f.err.Error())
@@ -65,7 +66,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1
 			conditions.MarkReconciling(obj, v1alpha1.ProgressingWithRetryReason, "retrying: %s", f.err.Error())
 			conditions.Delete(obj, meta.StalledCondition)
 		}
-		if !sameFailure(obj, f) {
+		if !repeated {
 			r.event(obj, corev1.EventTypeWarning, f.reason, "Reconcile", f.err.Error())
 		}
 	case err != nil:
@@ -97,11 +98,11 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1
 	return result, err
 }
 
-// sameFailure avoids repeating a warning event at every retry of the same failure: the
-// Ready condition already said it.
+// sameFailure says whether the Ready condition already reports this failure, so that a
+// retry of the same failure does not repeat its warning event.
 func sameFailure(obj *v1alpha1.ImmutableRelease, f *failure) bool {
 	old := conditions.Get(obj, meta.ReadyCondition)
-	return old != nil && old.Reason == f.reason && old.Message == f.err.Error() && old.LastTransitionTime.Time.Before(time.Now().Add(-time.Second))
+	return old != nil && old.Status == metav1.ConditionFalse && old.Reason == f.reason && old.Message == f.err.Error()
 }
 
 // recordRelease adds a history entry for a newly applied revision, newest first.

@@ -4,7 +4,8 @@
 // Deployments really roll out and report availability as they would on a cluster.
 //
 // The binaries are built from the Go module proxy by `make control-plane`
-// (hack/build-test-binaries.sh) into <module root>/bin.
+// (hack/build-test-binaries.sh) into <module root>/bin. Unix only: Stop signals process
+// groups.
 package controlplane
 
 import (
