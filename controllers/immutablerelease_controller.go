@@ -11,7 +11,9 @@ import (
 	"github.com/fluxcd/pkg/runtime/jitter"
 	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/runtime/predicates"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -33,21 +35,28 @@ import (
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=impersonate
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
 // +kubebuilder:rbac:groups=*,resources=*,verbs=get;list;watch;create;update;patch;delete
 
 // ImmutableReleaseReconciler reconciles ImmutableRelease objects.
 type ImmutableReleaseReconciler struct {
 	client.Client
-	Config   *rest.Config
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
-	Git      *git.Cache
-	Options  Options
+	// APIReader reads Secrets without caching them.
+	APIReader client.Reader
+	Config    *rest.Config
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Git       *git.Cache
+	Options   Options
 
-	// checks remembers, per release, when this process last checked Git and applied, so
-	// that reconciles between intervals (health polling) neither list the remote nor apply.
+	// checks remembers, per release, the last check of Git: when, for which spec and
+	// request, and what it gave (the prepared objects, or the failure). Reconciles between
+	// intervals (watch events, health polling) reuse it instead of listing the remote.
 	// Losing it (a restart) only costs one extra check.
 	checks sync.Map // types.NamespacedName -> lastCheck
+
+	watches watcher
+	prevent preventPolicy
 }
 
 // Options tune the reconciler.
@@ -58,12 +67,20 @@ type Options struct {
 	HealthPollInterval time.Duration
 	// MaxConcurrentReconciles is how many releases are reconciled at once.
 	MaxConcurrentReconciles int
+	// OperatorUser is the user the operator acts as; the Prevent policy lets it through.
+	OperatorUser string
 }
 
 type lastCheck struct {
 	at         time.Time
 	generation int64
 	token      string
+	// revision, commit and objects are what the check fetched and prepared; err is its
+	// failure, if any.
+	revision string
+	commit   git.Commit
+	objects  []*unstructured.Unstructured
+	err      error
 }
 
 // SetupWithManager registers the reconciler.
@@ -74,12 +91,20 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.Limits == (manifest.Limits{}) {
 		r.Options.Limits = manifest.DefaultLimits
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImmutableRelease{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}),
 		)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Options.MaxConcurrentReconciles, 1)}).
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.watches = watcher{controller: c, cache: mgr.GetCache(), watched: map[schema.GroupVersionKind]bool{}}
+	return nil
 }
 
 // Reconcile brings one release in line with Git.
@@ -136,9 +161,29 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 	return time.Since(c.at) >= obj.GetRequeueAfter(), false
 }
 
-func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease) {
+// recordGitCheck remembers what a check of Git gave, for the reconciles until the next one.
+func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, err error) {
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, lastCheck{at: time.Now(), generation: obj.Generation, token: token})
+	c := lastCheck{at: time.Now(), generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
+	for _, o := range s.objects {
+		c.objects = append(c.objects, o.DeepCopy())
+	}
+	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, c)
+}
+
+// lastGitCheck returns a copy of what the last check of Git gave.
+func (r *ImmutableReleaseReconciler) lastGitCheck(obj *v1alpha1.ImmutableRelease) (lastCheck, bool) {
+	v, ok := r.checks.Load(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
+	if !ok {
+		return lastCheck{}, false
+	}
+	c := v.(lastCheck)
+	objects := make([]*unstructured.Unstructured, len(c.objects))
+	for i, o := range c.objects {
+		objects[i] = o.DeepCopy()
+	}
+	c.objects = objects
+	return c, true
 }
 
 func (r *ImmutableReleaseReconciler) forgetGitCheck(obj *v1alpha1.ImmutableRelease) {

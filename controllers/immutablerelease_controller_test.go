@@ -45,7 +45,7 @@ func TestReleaseLifecycle(t *testing.T) {
 	g.Expect(obj.Status.ObservedGeneration).To(Equal(obj.Generation))
 	g.Expect(condition(obj, meta.ReadyCondition).Message).To(Equal("Applied revision " + revision))
 	g.Expect(condition(obj, v1alpha1.HealthyCondition).Status).To(Equal(metav1.ConditionTrue))
-	g.Expect(obj.Status.Images).To(Equal([]v1alpha1.WorkloadImage{{Workload: "Deployment/" + ns + "/web", Container: "app", Image: imageV1}}))
+	g.Expect(obj.Status.Images).To(Equal([]v1alpha1.WorkloadImage{{Workload: "Deployment/" + ns + "/web", Container: "app", Image: imageV1, Running: []string{digestV1}}}))
 	g.Expect(obj.Status.Inventory.Entries).To(ConsistOf(
 		v1alpha1.ResourceRef{ID: ns + "_web-settings__ConfigMap", Version: "v1"},
 		v1alpha1.ResourceRef{ID: ns + "_web__Service", Version: "v1"},

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/conditions"
-	"github.com/fluxcd/pkg/ssa"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/apply"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/health"
@@ -30,35 +31,65 @@ type scope struct {
 	revision string
 	commit   git.Commit
 	dir      string
-	objects  []*unstructured.Unstructured
+	// objects are prepared for apply: namespaces set, owner labels added.
+	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
 	changed bool
 	client  client.Client
+	applier *apply.Applier
 }
 
-// reconcile runs the steps in order. Between intervals, when Git was checked recently and
-// the fetched revision is applied, only the health of the rollout is looked at.
+// reconcile runs the steps in order. Git is listed and the manifests built once per
+// interval, on a spec change and on a reconcile request; every other reconcile (a watch
+// event on an applied object, health polling) reuses that result: it checks for drift and
+// the rollout's health without touching Git.
 func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease) (ctrl.Result, error) {
 	s := &scope{obj: obj}
 	var err error
 	if s.client, err = r.clientFor(obj); err != nil {
 		return ctrl.Result{}, err
 	}
+	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
+
 	if due, fresh := r.gitCheckDue(obj); due {
-		release, err := r.fetchSource(ctx, s, fresh)
+		err := r.checkGit(ctx, s, fresh)
+		r.recordGitCheck(obj, s, err)
 		if err != nil {
-			return ctrl.Result{}, err
-		}
-		defer release()
-		if err := r.build(s); err != nil {
 			return requeue(obj, 0), err
 		}
-		if err := r.apply(ctx, s); err != nil {
-			return ctrl.Result{}, err
+	} else {
+		last, _ := r.lastGitCheck(obj)
+		if last.err != nil {
+			return requeue(obj, 0), last.err
 		}
-		r.recordGitCheck(obj)
+		s.revision, s.commit, s.objects = last.revision, last.commit, last.objects
+	}
+
+	if obj.Status.LastAppliedRevision != s.revision || obj.Status.ObservedGeneration != obj.Generation || obj.Status.Inventory == nil {
+		err = r.apply(ctx, s)
+	} else {
+		err = r.handleDrift(ctx, s)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.watches.ensure(s.objects); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcilePreventPolicy(ctx); err != nil {
+		return ctrl.Result{}, err
 	}
 	return r.checkHealth(ctx, s)
+}
+
+// checkGit lists the remote, checks out the revision and builds its manifests.
+func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, fresh bool) error {
+	release, err := r.fetchSource(ctx, s, fresh)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return r.build(s)
 }
 
 // clientFor returns an uncached client that acts as the release's service account when it
@@ -81,7 +112,7 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	var data map[string][]byte
 	if ref := obj.Spec.Git.SecretRef; ref != nil {
 		secret := &corev1.Secret{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
 			if apierrors.IsNotFound(err) {
 				return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("secret %q not found in namespace %q: create it with the Git credentials (username and password, or identity and known_hosts)", ref.Name, obj.Namespace))
 			}
@@ -116,9 +147,11 @@ func gitReference(obj *v1alpha1.ImmutableRelease) git.Reference {
 	return git.Reference{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit}
 }
 
-// build loads and validates the manifests. Nothing is applied unless all of them pass.
+// build loads and validates the manifests, and prepares them for apply. Nothing is applied
+// unless all of them pass.
 func (r *ImmutableReleaseReconciler) build(s *scope) error {
-	objects, err := manifest.Build(s.dir, s.obj.Spec.Path, r.Options.Limits)
+	obj := s.obj
+	objects, err := manifest.Build(s.dir, obj.Spec.Path, r.Options.Limits)
 	if err != nil {
 		var merr *manifest.Error
 		if errors.As(err, &merr) {
@@ -127,34 +160,36 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 		return retry(v1alpha1.InvalidManifestReason, err)
 	}
 	s.objects = manifest.Unstructured(objects)
+	if err := s.applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
+		return retry(v1alpha1.ApplyFailedReason, err)
+	}
+	if obj.GetDriftMode() == v1alpha1.DriftPrevent {
+		for _, o := range s.objects {
+			l := o.GetLabels()
+			l[admission.PreventLabel] = "true"
+			o.SetLabels(l)
+		}
+	}
 	return nil
 }
 
 // apply applies the objects, prunes what left Git, and records the revision.
 func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error {
 	obj := s.obj
-	applier := apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
-	if err := applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
-		return retry(v1alpha1.ApplyFailedReason, err)
-	}
-	cs, err := applier.Apply(ctx, s.objects)
+	cs, err := s.applier.Apply(ctx, s.objects)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("applying revision %s: %w", s.revision, err))
 	}
 	inventory := apply.Inventory(s.objects)
 	if obj.Spec.Prune {
-		pruned, err := applier.Prune(ctx, obj.Status.Inventory, inventory)
+		pruned, err := s.applier.Prune(ctx, obj.Status.Inventory, inventory)
 		if err != nil {
 			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning: %w", err))
 		}
 		cs.Append(pruned.Entries)
 	}
 
-	for _, e := range cs.Entries {
-		if e.Action == ssa.CreatedAction || e.Action == ssa.ConfiguredAction {
-			s.changed = true
-		}
-	}
+	r.startRolloutIfChanged(s, cs)
 	images := workloadImages(s.objects)
 	newRevision := obj.Status.LastAppliedRevision != s.revision
 	obj.Status.LastAppliedRevision = s.revision
@@ -166,10 +201,10 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	if changes := summarize(cs); changes != "" || newRevision {
 		r.event(obj, corev1.EventTypeNormal, "Applied", "Apply", fmt.Sprintf("Applied revision %s: %s", s.revision, orNothing(changes)))
 	}
-	if s.changed || !conditions.Has(obj, v1alpha1.HealthyCondition) {
-		// A new rollout: its timeout starts now, at the condition's transition time.
-		conditions.Delete(obj, v1alpha1.HealthyCondition)
-		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rollout of %s started", s.revision)
+	if obj.GetDriftMode() == v1alpha1.DriftReport {
+		conditions.MarkFalse(obj, v1alpha1.DriftedCondition, v1alpha1.NoDriftReason, "the live objects match revision %s", s.revision)
+	} else {
+		conditions.Delete(obj, v1alpha1.DriftedCondition)
 	}
 	return nil
 }
@@ -186,7 +221,13 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
 	revision := obj.Status.LastAppliedRevision
+	mismatch := recordRunning(obj, res.Running)
 	switch {
+	case res.Verdict == health.Healthy && len(mismatch) > 0:
+		msg := fmt.Sprintf("revision %s rolled out, but pods run other digests than Git names: %s", revision, strings.Join(mismatch, "; "))
+		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.DigestMismatchReason, "%s", msg)
+		return requeue(obj, r.Options.HealthPollInterval), stall(v1alpha1.DigestMismatchReason, errors.New(msg))
+
 	case res.Verdict == health.Healthy:
 		if !conditions.IsTrue(obj, v1alpha1.HealthyCondition) {
 			r.event(obj, corev1.EventTypeNormal, v1alpha1.HealthySucceededReason, "HealthCheck", fmt.Sprintf("Revision %s is healthy", revision))
@@ -208,6 +249,23 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rolling out %s: %s", revision, res.Message())
 		return requeue(obj, r.Options.HealthPollInterval), nil
 	}
+}
+
+// recordRunning records in status.images the digests each container's pods run, and
+// returns the containers whose pods run a digest other than the one Git names.
+func recordRunning(obj *v1alpha1.ImmutableRelease, running map[string]map[string][]string) []string {
+	var mismatch []string
+	for i := range obj.Status.Images {
+		im := &obj.Status.Images[i]
+		im.Running = running[im.Workload][im.Container]
+		_, want, _ := strings.Cut(im.Image, "@")
+		for _, digest := range im.Running {
+			if digest != want {
+				mismatch = append(mismatch, fmt.Sprintf("%s container %s runs %s (Git: %s)", im.Workload, im.Container, digest, want))
+			}
+		}
+	}
+	return mismatch
 }
 
 // rolloutTimedOut says whether the rollout that began when Healthy turned pending has run
@@ -241,5 +299,5 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 	}
 	r.forgetGitCheck(obj)
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
-	return nil
+	return r.reconcilePreventPolicy(ctx)
 }

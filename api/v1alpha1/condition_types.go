@@ -6,6 +6,9 @@ const (
 	// HealthyCondition reports whether every object of the last applied revision is Current
 	// according to kstatus: Deployments rolled out and Available, Jobs complete, and so on.
 	HealthyCondition string = "Healthy"
+
+	// DriftedCondition is True while a live object differs from Git in Report mode.
+	DriftedCondition string = "Drifted"
 )
 
 // Reasons a condition can carry. Each is CamelCase; the condition's message says what to do.
@@ -61,4 +64,21 @@ const (
 
 	// HealthySucceededReason: every applied object is Current.
 	HealthySucceededReason string = "Succeeded"
+
+	// DigestMismatchReason: a rollout is complete but some pods run another digest than Git
+	// names (for example a pod whose image was changed in place).
+	DigestMismatchReason string = "DigestMismatch"
+
+	// ImageDriftReason: a live workload names another image than Git.
+	ImageDriftReason string = "ImageDrift"
+
+	// SpecDriftReason: a live object differs from Git in a field other than an image, or was
+	// deleted.
+	SpecDriftReason string = "SpecDrift"
+
+	// NoDriftReason: every live object matches Git.
+	NoDriftReason string = "NoDrift"
+
+	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
+	DriftCorrectedReason string = "DriftCorrected"
 )

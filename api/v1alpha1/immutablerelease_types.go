@@ -71,6 +71,33 @@ type ImmutableReleaseSpec struct {
 	// (impersonation), so the release can only do what its RBAC allows.
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// drift says what happens when a live object stops matching Git.
+	// +optional
+	Drift *DriftSpec `json:"drift,omitempty"`
+}
+
+// DriftMode is what the operator does about drift.
+// +kubebuilder:validation:Enum=Correct;Report;Prevent
+type DriftMode string
+
+const (
+	// DriftCorrect puts back at once any change to a field the release manages, and recreates
+	// deleted objects.
+	DriftCorrect DriftMode = "Correct"
+	// DriftReport changes nothing and reports drift in the Drifted condition.
+	DriftReport DriftMode = "Report"
+	// DriftPrevent has the API server refuse changes to the images of the release's
+	// workloads (a ValidatingAdmissionPolicy), and corrects whatever else drifts.
+	DriftPrevent DriftMode = "Prevent"
+)
+
+// DriftSpec configures drift handling.
+type DriftSpec struct {
+	// mode is Correct (the default), Report or Prevent.
+	// +kubebuilder:default=Correct
+	// +optional
+	Mode DriftMode `json:"mode,omitempty"`
 }
 
 // GitSource says where the manifests come from.
@@ -159,6 +186,16 @@ type ImmutableReleaseStatus struct {
 	// history holds the newest revisions applied, newest first, at most 10.
 	// +optional
 	History []ReleaseRecord `json:"history,omitempty"`
+
+	// injectedContainers lists containers that run in the release's workloads but are not
+	// in Git, such as sidecars added by a mutating webhook. They are reported, not removed.
+	// +optional
+	InjectedContainers []WorkloadImage `json:"injectedContainers,omitempty"`
+
+	// driftCorrections counts the live changes the operator put back since the release was
+	// created.
+	// +optional
+	DriftCorrections int64 `json:"driftCorrections,omitempty"`
 }
 
 // WorkloadImage is one container of a workload and the image it runs.
@@ -169,6 +206,10 @@ type WorkloadImage struct {
 	Container string `json:"container"`
 	// image is the pinned reference from Git: name[:tag]@sha256:<digest>.
 	Image string `json:"image"`
+	// running lists the digests this container's pods really run, read from the pods'
+	// status.containerStatuses[].imageID; more than one during a rollout.
+	// +optional
+	Running []string `json:"running,omitempty"`
 }
 
 // ResourceInventory is the set of objects a release applied.
@@ -237,6 +278,14 @@ func (in *ImmutableRelease) SetConditions(c []metav1.Condition) { in.Status.Cond
 
 // GetRequeueAfter returns how long to wait before the next periodic reconcile.
 func (in *ImmutableRelease) GetRequeueAfter() time.Duration { return in.Spec.Interval.Duration }
+
+// GetDriftMode returns spec.drift.mode or Correct.
+func (in *ImmutableRelease) GetDriftMode() DriftMode {
+	if in.Spec.Drift != nil && in.Spec.Drift.Mode != "" {
+		return in.Spec.Drift.Mode
+	}
+	return DriftCorrect
+}
 
 // GetTimeout returns spec.timeout or DefaultTimeout.
 func (in *ImmutableRelease) GetTimeout() time.Duration {

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/controllers"
+	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
 )
@@ -51,6 +53,7 @@ func main() {
 	cfg := ctrl.GetConfigOrDie()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -65,16 +68,25 @@ func main() {
 		os.Exit(1)
 	}
 
+	operatorUser, err := admission.WhoAmI(context.Background(), cfg)
+	if err != nil {
+		log.Error(err, "Failed to learn the operator's own user name")
+		os.Exit(1)
+	}
+	log.Info("Acting as", "user", operatorUser)
+
 	r := &controllers.ImmutableReleaseReconciler{
-		Client:   mgr.GetClient(),
-		Config:   cfg,
-		Scheme:   scheme,
-		Recorder: mgr.GetEventRecorder(controllerName),
-		Git:      git.NewCache(storagePath),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Config:    cfg,
+		Scheme:    scheme,
+		Recorder:  mgr.GetEventRecorder(controllerName),
+		Git:       git.NewCache(storagePath),
 		Options: controllers.Options{
 			Limits:                  manifest.DefaultLimits,
 			HealthPollInterval:      healthPolling,
 			MaxConcurrentReconciles: concurrent,
+			OperatorUser:            operatorUser,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -117,6 +117,19 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 	return cs, nil
 }
 
+// Diff dry-runs the apply of object and returns the live object (nil when it does not exist)
+// and what the apply would make of it.
+func (a *Applier) Diff(ctx context.Context, object *unstructured.Unstructured) (live, merged *unstructured.Unstructured, err error) {
+	entry, live, merged, err := a.manager.Diff(ctx, object, ssa.DefaultDiffOptions())
+	if err != nil {
+		return nil, nil, explainApplyError(err)
+	}
+	if entry.Action == ssa.CreatedAction {
+		return nil, merged, nil
+	}
+	return live, merged, nil
+}
+
 // Prune deletes the objects of old that are not in current. Objects that no longer carry
 // this release's labels (someone else took them over) are left alone.
 func (a *Applier) Prune(ctx context.Context, old, current *v1alpha1.ResourceInventory) (*ssa.ChangeSet, error) {

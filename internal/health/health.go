@@ -6,9 +6,11 @@ package health
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -32,6 +34,9 @@ type Result struct {
 	Verdict Verdict
 	// Objects names each object that is not Current with kstatus's message.
 	Objects []string
+	// Running maps each workload (Kind/namespace/name) to its containers and the image
+	// digests their pods really run, read from status.containerStatuses[].imageID.
+	Running map[string]map[string][]string
 }
 
 // Message is a sentence for a condition.
@@ -50,6 +55,7 @@ func (r Result) Message() string {
 // progressing: they are recreated at the next apply.
 func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Unstructured) (Result, error) {
 	var failed, progressing []string
+	running := map[string]map[string][]string{}
 	for _, o := range objects {
 		name := objectName(o)
 		live := &unstructured.Unstructured{}
@@ -64,6 +70,11 @@ func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Un
 		res, err := status.Compute(live)
 		if err != nil {
 			return Result{}, fmt.Errorf("computing the status of %s: %w", name, err)
+		}
+		if digests, err := runningDigests(ctx, reader, live); err != nil {
+			return Result{}, fmt.Errorf("reading the pods of %s: %w", name, err)
+		} else if digests != nil {
+			running[name] = digests
 		}
 		switch res.Status {
 		case status.CurrentStatus:
@@ -81,12 +92,50 @@ func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Un
 	sort.Strings(progressing)
 	switch {
 	case len(failed) > 0:
-		return Result{Verdict: Failed, Objects: append(failed, progressing...)}, nil
+		return Result{Verdict: Failed, Objects: append(failed, progressing...), Running: running}, nil
 	case len(progressing) > 0:
-		return Result{Verdict: Progressing, Objects: progressing}, nil
+		return Result{Verdict: Progressing, Objects: progressing, Running: running}, nil
 	default:
-		return Result{Verdict: Healthy}, nil
+		return Result{Verdict: Healthy, Running: running}, nil
 	}
+}
+
+// workloadKinds own pods through spec.selector.
+var workloadKinds = map[string]bool{"Deployment": true, "StatefulSet": true, "DaemonSet": true, "ReplicaSet": true, "Job": true}
+
+// runningDigests lists the pods a workload selects and collects, per container, the digests
+// in their imageIDs. Pods that have not started a container yet report nothing for it.
+func runningDigests(ctx context.Context, reader client.Reader, live *unstructured.Unstructured) (map[string][]string, error) {
+	if !workloadKinds[live.GetKind()] || (live.GroupVersionKind().Group != "apps" && live.GroupVersionKind().Group != "batch") {
+		return nil, nil
+	}
+	matchLabels, found, _ := unstructured.NestedStringMap(live.Object, "spec", "selector", "matchLabels")
+	if !found || len(matchLabels) == 0 {
+		return nil, nil
+	}
+	pods := &corev1.PodList{}
+	if err := reader.List(ctx, pods, client.InNamespace(live.GetNamespace()), client.MatchingLabels(matchLabels)); err != nil {
+		if apierrors.IsForbidden(err) {
+			// A release's service account may apply workloads without reading pods.
+			return nil, nil
+		}
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			if _, digest, ok := strings.Cut(cs.ImageID, "@"); ok && !slices.Contains(out[cs.Name], digest) {
+				out[cs.Name] = append(out[cs.Name], digest)
+			}
+		}
+	}
+	for _, d := range out {
+		sort.Strings(d)
+	}
+	return out, nil
 }
 
 func objectName(o *unstructured.Unstructured) string {

@@ -1,0 +1,223 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/fluxcd/pkg/runtime/conditions"
+	"github.com/fluxcd/pkg/ssa"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/admission"
+	"github.com/immutable-release/operator/internal/apply"
+	"github.com/immutable-release/operator/internal/drift"
+	"github.com/immutable-release/operator/internal/manifest"
+)
+
+var driftCorrections = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "immutable_release_drift_corrections_total",
+	Help: "Live objects put back to what Git says, by release.",
+}, []string{"namespace", "name"})
+
+func init() { metrics.Registry.MustRegister(driftCorrections) }
+
+// objectDrift is how one live object differs from Git.
+type objectDrift struct {
+	object  string
+	deleted bool
+	changes []drift.Change
+	by      string
+}
+
+func (d objectDrift) String() string {
+	if d.deleted {
+		return d.object + " was deleted"
+	}
+	parts := make([]string, len(d.changes))
+	for i, c := range d.changes {
+		parts[i] = c.String()
+	}
+	msg := d.object + ": " + strings.Join(parts, ", ")
+	if len(d.changes) == 0 {
+		msg = d.object + ": fields the release manages were taken over"
+	}
+	if d.by != "" {
+		msg += ", changed by " + d.by
+	}
+	return msg
+}
+
+func (d objectDrift) image() bool {
+	for _, c := range d.changes {
+		if c.Image {
+			return true
+		}
+	}
+	return false
+}
+
+// handleDrift compares the live objects with the revision already applied. Correct and
+// Prevent put back what differs at once; Report only says so in the Drifted condition.
+// Containers others added (injected sidecars) are recorded, never removed.
+func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) error {
+	obj := s.obj
+	drifts, injected, err := r.detectDrift(ctx, s)
+	if err != nil {
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("comparing the live objects with revision %s: %w", s.revision, err))
+	}
+	obj.Status.InjectedContainers = injected
+
+	if obj.GetDriftMode() == v1alpha1.DriftReport {
+		if len(drifts) == 0 {
+			conditions.MarkFalse(obj, v1alpha1.DriftedCondition, v1alpha1.NoDriftReason, "the live objects match revision %s", s.revision)
+			return nil
+		}
+		reason := v1alpha1.SpecDriftReason
+		for _, d := range drifts {
+			if d.image() {
+				reason = v1alpha1.ImageDriftReason
+			}
+		}
+		msg := fmt.Sprintf("%d objects differ from revision %s: %s", len(drifts), s.revision, joinDrifts(drifts))
+		if conditions.GetMessage(obj, v1alpha1.DriftedCondition) != msg {
+			r.event(obj, corev1.EventTypeWarning, reason, "DetectDrift", msg)
+		}
+		conditions.MarkTrue(obj, v1alpha1.DriftedCondition, reason, "%s", msg)
+		return nil
+	}
+
+	conditions.Delete(obj, v1alpha1.DriftedCondition)
+	if len(drifts) == 0 {
+		return nil
+	}
+	cs, err := s.applier.Apply(ctx, s.objects)
+	if err != nil {
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
+	}
+	r.startRolloutIfChanged(s, cs)
+	obj.Status.DriftCorrections += int64(len(drifts))
+	driftCorrections.WithLabelValues(obj.Namespace, obj.Name).Add(float64(len(drifts)))
+	r.event(obj, corev1.EventTypeNormal, v1alpha1.DriftCorrectedReason, "CorrectDrift",
+		fmt.Sprintf("Put back revision %s: %s", s.revision, joinDrifts(drifts)))
+	return nil
+}
+
+// detectDrift dry-runs the apply of every object and compares it with the live object.
+func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) ([]objectDrift, []v1alpha1.WorkloadImage, error) {
+	var (
+		drifts   []objectDrift
+		injected []v1alpha1.WorkloadImage
+	)
+	for _, o := range s.objects {
+		live, merged, err := s.applier.Diff(ctx, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		name := manifest.ObjectName(o)
+		if live == nil {
+			drifts = append(drifts, objectDrift{object: name, deleted: true})
+			continue
+		}
+		if changes := drift.Compare(merged, live); len(changes) > 0 {
+			drifts = append(drifts, objectDrift{object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
+		}
+		injected = append(injected, injectedContainers(name, o, live)...)
+	}
+	return drifts, injected, nil
+}
+
+// injectedContainers lists the containers live runs that Git does not name.
+func injectedContainers(name string, desired, live *unstructured.Unstructured) []v1alpha1.WorkloadImage {
+	want := map[string]bool{}
+	for _, c := range manifest.Containers(desired) {
+		want[c.Name] = true
+	}
+	var out []v1alpha1.WorkloadImage
+	for _, c := range manifest.Containers(live) {
+		if !want[c.Name] {
+			out = append(out, v1alpha1.WorkloadImage{Workload: name, Container: c.Name, Image: c.Image})
+		}
+	}
+	return out
+}
+
+func joinDrifts(drifts []objectDrift) string {
+	parts := make([]string, len(drifts))
+	for i, d := range drifts {
+		parts[i] = d.String()
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// startRolloutIfChanged restarts the health clock when an apply changed anything.
+func (r *ImmutableReleaseReconciler) startRolloutIfChanged(s *scope, cs *ssa.ChangeSet) {
+	for _, e := range cs.Entries {
+		if e.Action == ssa.CreatedAction || e.Action == ssa.ConfiguredAction {
+			s.changed = true
+		}
+	}
+	if s.changed || !conditions.Has(s.obj, v1alpha1.HealthyCondition) {
+		// A new rollout: its timeout starts now, at the condition's transition time.
+		conditions.Delete(s.obj, v1alpha1.HealthyCondition)
+		conditions.MarkUnknown(s.obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rollout of %s started", s.revision)
+	}
+}
+
+// preventPolicy remembers whether the Prevent policy is installed, so that it is applied or
+// deleted only when that changes, not at every reconcile.
+type preventPolicy struct {
+	mu        sync.Mutex
+	installed *bool
+}
+
+// reconcilePreventPolicy keeps the ValidatingAdmissionPolicy of drift mode Prevent while
+// any release uses that mode, and removes it when none does.
+func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context) error {
+	var list v1alpha1.ImmutableReleaseList
+	if err := r.List(ctx, &list); err != nil {
+		return err
+	}
+	want := false
+	for _, rel := range list.Items {
+		if rel.DeletionTimestamp.IsZero() && rel.GetDriftMode() == v1alpha1.DriftPrevent {
+			want = true
+		}
+	}
+	r.prevent.mu.Lock()
+	defer r.prevent.mu.Unlock()
+	if r.prevent.installed != nil && *r.prevent.installed == want {
+		return nil
+	}
+	if r.Options.OperatorUser == "" {
+		user, err := admission.WhoAmI(ctx, r.Config)
+		if err != nil {
+			return err
+		}
+		r.Options.OperatorUser = user
+	}
+	policy, binding := admission.Policy(r.Options.OperatorUser, apply.FieldManager)
+	for _, o := range []client.Object{policy, binding} {
+		var err error
+		if want {
+			err = r.Patch(ctx, o, client.Apply, client.FieldOwner(apply.FieldManager), client.ForceOwnership)
+		} else {
+			err = client.IgnoreNotFound(r.Delete(ctx, o))
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reconciling the admission policy %s: %w", admission.PolicyName, err)
+		}
+	}
+	r.prevent.installed = &want
+	return nil
+}

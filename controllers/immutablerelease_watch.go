@@ -1,0 +1,79 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/apply"
+)
+
+// CacheOptions scopes the manager's cache to what releases applied: informers on applied
+// kinds hold only the metadata of objects that carry a release's labels, so a change to one
+// reaches its release at once without the operator caching the cluster.
+func CacheOptions() cache.Options {
+	owned, err := labels.NewRequirement(apply.NameLabel, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	return cache.Options{
+		DefaultLabelSelector: labels.NewSelector().Add(*owned),
+		ByObject: map[client.Object]cache.ByObject{
+			&v1alpha1.ImmutableRelease{}: {Label: labels.Everything()},
+		},
+	}
+}
+
+// watcher starts a metadata-only watch on each kind a release applied, once per kind, and
+// maps every event to the release named in the object's labels: one changed object
+// reconciles its own release and no other.
+type watcher struct {
+	controller controller.Controller
+	cache      cache.Cache
+
+	mu      sync.Mutex
+	watched map[schema.GroupVersionKind]bool
+}
+
+func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
+	if w.controller == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, o := range objects {
+		gvk := o.GroupVersionKind()
+		if w.watched[gvk] {
+			continue
+		}
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(gvk)
+		src := source.Kind(w.cache, meta, handler.TypedEnqueueRequestsFromMapFunc(ownerRelease))
+		if err := w.controller.Watch(src); err != nil {
+			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
+		}
+		w.watched[gvk] = true
+	}
+	return nil
+}
+
+func ownerRelease(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+	name, namespace := o.GetLabels()[apply.NameLabel], o.GetLabels()[apply.NamespaceLabel]
+	if name == "" || namespace == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: namespace, Name: name}}}
+}
