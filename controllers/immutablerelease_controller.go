@@ -110,6 +110,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile brings one release in line with Git.
 func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	start := time.Now()
+	reconciles.WithLabelValues(req.Namespace, req.Name).Inc()
 	obj := &v1alpha1.ImmutableRelease{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

@@ -29,7 +29,12 @@ var driftCorrections = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Live objects put back to what Git says, by release.",
 }, []string{"namespace", "name"})
 
-func init() { metrics.Registry.MustRegister(driftCorrections) }
+var reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "immutable_release_reconcile_total",
+	Help: "Reconciles run, by release.",
+}, []string{"namespace", "name"})
+
+func init() { metrics.Registry.MustRegister(driftCorrections, reconciles) }
 
 // objectDrift is how one live object differs from Git.
 type objectDrift struct {

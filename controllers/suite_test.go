@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,10 +36,12 @@ import (
 // kube-controller-manager, kube-scheduler and kwok so that Deployments really roll out,
 // and a real Git server.
 var (
-	ctx       context.Context
-	k8s       client.Client
-	gitServer *testgit.Server
-	scheme    = runtime.NewScheme()
+	ctx context.Context
+	k8s client.Client
+	// cfgForTests connects as the same administrator as the operator.
+	cfgForTests *rest.Config
+	gitServer   *testgit.Server
+	scheme      = runtime.NewScheme()
 )
 
 func TestMain(m *testing.M) {
@@ -98,6 +101,7 @@ func runSuite(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "manager stopped:", err)
 		}
 	}()
+	cfgForTests = cp.Config
 	k8s, err = client.New(cp.Config, client.Options{Scheme: scheme})
 	if err != nil {
 		return 1

@@ -117,15 +117,21 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 	return cs, nil
 }
 
-// Diff dry-runs the apply of object and returns the live object (nil when it does not exist)
-// and what the apply would make of it.
+// Diff dry-runs the apply of object and returns the live object (nil when it does not
+// exist) and what the apply would make of it. Unlike ssa's Diff it keeps the live object's
+// managed fields, which say who changed it.
 func (a *Applier) Diff(ctx context.Context, object *unstructured.Unstructured) (live, merged *unstructured.Unstructured, err error) {
-	entry, live, merged, err := a.manager.Diff(ctx, object, ssa.DefaultDiffOptions())
-	if err != nil {
+	live = &unstructured.Unstructured{}
+	live.SetGroupVersionKind(object.GroupVersionKind())
+	if err := a.client.Get(ctx, client.ObjectKeyFromObject(object), live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil
+		}
 		return nil, nil, explainApplyError(err)
 	}
-	if entry.Action == ssa.CreatedAction {
-		return nil, merged, nil
+	merged = object.DeepCopy()
+	if err := a.client.Patch(ctx, merged, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(FieldManager)); err != nil {
+		return nil, nil, explainApplyError(err)
 	}
 	return live, merged, nil
 }
