@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 )
@@ -114,7 +115,7 @@ func TestBadCommitLeavesTheClusterAlone(t *testing.T) {
 		g.Expect(deploymentImage(g, ns, "web")).To(Equal(good))
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
 	var cms corev1.ConfigMapList
-	g.Expect(k8s.List(ctx, &cms)).To(Succeed())
+	g.Expect(k8s.List(ctx, &cms, client.InNamespace(ns))).To(Succeed())
 	for _, cm := range cms.Items {
 		g.Expect(cm.Name).NotTo(Equal("extra"), "the refused revision was partly applied")
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/jitter"
-	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/runtime/predicates"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -123,9 +122,9 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{RequeueAfter: time.Millisecond}, r.Patch(ctx, obj, client.MergeFrom(base))
 	}
 
-	patcher := patch.NewSerialPatcher(obj, r.Client)
+	before := obj.DeepCopy()
 	defer func() {
-		result, retErr = r.finalizeStatus(ctx, obj, patcher, result, retErr, start)
+		result, retErr = r.finalizeStatus(ctx, obj, before, result, retErr, start)
 	}()
 
 	if !obj.DeletionTimestamp.IsZero() {

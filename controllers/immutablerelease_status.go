@@ -10,12 +10,14 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
-	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/ssa"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -46,7 +48,7 @@ var ownedConditions = []string{meta.ReadyCondition, meta.ReconcilingCondition, m
 // finalizeStatus runs once at the end of every reconcile: it derives Ready, Reconciling and
 // Stalled from the outcome, records the handled reconcile request and the observed
 // generation, patches the status, and emits one event for a failure.
-func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1alpha1.ImmutableRelease, patcher *patch.SerialPatcher,
+func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, before *v1alpha1.ImmutableRelease,
 	result ctrl.Result, err error, start time.Time) (ctrl.Result, error) {
 	if v, ok := meta.ReconcileAnnotationValue(obj.GetAnnotations()); ok {
 		obj.Status.SetLastHandledReconcileRequest(v)
@@ -87,15 +89,40 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj *v1
 		obj.Status.ObservedGeneration = obj.Generation
 	}
 
-	if perr := patcher.Patch(ctx, obj, patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner("immutable-release")); perr != nil {
-		if !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer) {
-			// The object is gone once the finalizer is removed; nothing left to patch.
-			perr = nil
+	if perr := r.patch(ctx, obj, before); perr != nil {
+		if apierrors.IsConflict(perr) {
+			// The object changed since it was read (the cache can lag behind our own last
+			// write): this reconcile's view was stale, so its status is dropped and the
+			// release reconciled again from a fresh read.
+			log.FromContext(ctx).V(1).Info("Status patch conflicted; reconciling again")
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		}
 		err = errors.Join(err, perr)
 	}
 	log.FromContext(ctx).V(1).Info("Reconciled release", "duration", time.Since(start).String(), "revision", obj.Status.LastAppliedRevision)
 	return result, err
+}
+
+// patch writes the finalizers and the status. The status patch carries the resourceVersion
+// that was read, so a reconcile working from a stale copy cannot overwrite newer status.
+func (r *ImmutableReleaseReconciler) patch(ctx context.Context, obj, before *v1alpha1.ImmutableRelease) error {
+	if !equality.Semantic.DeepEqual(obj.Finalizers, before.Finalizers) {
+		status := obj.Status.DeepCopy()
+		if err := r.Patch(ctx, obj, client.MergeFrom(before)); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer) {
+			// The object is gone once its last finalizer is removed; no status to write.
+			return nil
+		}
+		obj.Status = *status
+		before = before.DeepCopy()
+		before.ResourceVersion = obj.ResourceVersion
+	}
+	if equality.Semantic.DeepEqual(obj.Status, before.Status) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, obj, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 }
 
 // sameFailure says whether the Ready condition already reports this failure, so that a
