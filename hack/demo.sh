@@ -42,7 +42,7 @@ up() {
   rm -rf "$demo"
   mkdir -p "$demo"
 
-  say "1/5 Starting a local control plane and a Git server"
+  say "1/7 Starting a local control plane and a Git server"
   note "etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (pods without containers),"
   note "all built from the Go module proxy into bin/. Logs: .demo/logs/ and .demo/localenv.log"
   go build -o "$bin/localenv" ./hack/localenv
@@ -61,17 +61,23 @@ up() {
   source "$demo/env"
   sed 's/^/    /' "$demo/localenv.log"
 
-  say "2/5 Installing the CRD with kubectl"
-  run kubectl apply --server-side -f config/crd/bases/
+  say "2/7 Installing the CRD and the operator's RBAC with kubectl"
+  note "The same CRD, ServiceAccount, ClusterRole and bindings as config/default."
+  run kubectl apply --server-side -k hack/demo/install
   run kubectl wait --for=condition=Established crd/immutablereleases.release.immutable.dev --timeout=60s
 
-  say "3/5 Starting the operator as its own process"
-  note "bin/manager, logs in .demo/operator.log"
-  setsid "$bin/manager" --leader-elect=false --metrics-bind-address=0 --health-probe-bind-address=0 \
-    --storage-path "$demo/storage" >"$demo/operator.log" 2>&1 < /dev/null &
+  say "3/7 Starting the operator as its own process, as its own ServiceAccount"
+  note "bin/manager with a token of immutable-release-controller-manager; logs in .demo/operator.log"
+  local token
+  token=$(kubectl -n immutable-release-system create token immutable-release-controller-manager --duration=24h)
+  cp "$KUBECONFIG" "$demo/operator.kubeconfig"
+  kubectl --kubeconfig "$demo/operator.kubeconfig" config set-credentials operator --token="$token" >/dev/null
+  kubectl --kubeconfig "$demo/operator.kubeconfig" config set-context --current --user=operator >/dev/null
+  KUBECONFIG=$demo/operator.kubeconfig setsid "$bin/manager" --leader-elect=false --metrics-bind-address=0 \
+    --health-probe-bind-address=0 --storage-path "$demo/storage" >"$demo/operator.log" 2>&1 < /dev/null &
   echo $! >"$demo/operator.pid"
 
-  say "4/5 Creating the namespace, the Git credentials and the sample ImmutableRelease"
+  say "4/7 Creating the namespace, the Git credentials and the sample ImmutableRelease"
   note "The repository $GIT_REPO_URL holds deploy/prod/: a Deployment, a Service and a ConfigMap,"
   note "every image pinned by digest."
   run kubectl create namespace "$NAMESPACE"
@@ -81,7 +87,7 @@ up() {
   sed 's/^/    | /' "$demo/release.yaml"
   run kubectl apply -f "$demo/release.yaml"
 
-  say "5/5 Waiting until the release is Ready and its Deployment Available"
+  say "5/7 Waiting until the release is Ready and its Deployment Available"
   if ! run kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=120s; then
     echo "The release did not become Ready. Its status and the operator's log:"
     kubectl -n "$NAMESPACE" get immutablerelease shop -o yaml | sed -n '/^status:/,$p'
@@ -95,10 +101,35 @@ up() {
   run kubectl -n "$NAMESPACE" get immutablerelease shop -o jsonpath='{range .status.images[*]}{.workload}  {.container}  {.image}{"\n"}{end}'
   run kubectl -n "$NAMESPACE" events --for immutablerelease/shop
 
+  say "6/7 Drift: someone changes the image in place"
+  note "kubectl set image writes another digest; the watch event brings the operator, which puts"
+  note "Git's digest back at once and says who changed it."
+  local evil=ghcr.io/acme/web:hotfix@sha256:eeee000000000000000000000000000000000000000000000000000000000000
+  run kubectl -n "$NAMESPACE" set image deployment/web web=$evil
+  sleep 1
+  run kubectl -n "$NAMESPACE" get deployment web -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
+  run kubectl -n "$NAMESPACE" events --for immutablerelease/shop --types Normal
+  kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=60s >/dev/null
+
+  say "7/7 Drift mode Prevent: the API server refuses the edit"
+  note "The operator installs a ValidatingAdmissionPolicy while any release uses Prevent."
+  run kubectl -n "$NAMESPACE" patch immutablerelease shop --type merge -p '{"spec":{"drift":{"mode":"Prevent"}}}'
+  for _ in $(seq 1 100); do kubectl get validatingadmissionpolicybinding immutable-release-prevent-image-changes >/dev/null 2>&1 && break; sleep 0.1; done
+  kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=60s >/dev/null
+  local refused=
+  for _ in $(seq 1 50); do
+    if ! out=$(kubectl -n "$NAMESPACE" set image deployment/web web=$evil 2>&1); then refused=1; break; fi
+    kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=30s >/dev/null; sleep 0.2
+  done
+  printf '    $ kubectl -n %s set image deployment/web web=%s\n' "$NAMESPACE" "$evil"
+  printf '%s\n' "$out" | sed 's/^/    /'
+  [ -n "$refused" ] || { echo "The edit was not refused; see .demo/operator.log"; exit 1; }
+
   cat <<MSG
 
 The operator cloned the repository with go-git, checked that every image is pinned by digest,
-applied the manifests with server-side apply, and waited for the rollout to be healthy.
+applied the manifests with server-side apply, waited for the rollout to be healthy, put
+back an image changed in place, and had the API server refuse the next one.
 
 Everything keeps running. Explore:
     source .demo/env
