@@ -50,6 +50,10 @@ test: manifests generate vet control-plane ## Run all tests against a real kube-
 control-plane: ## Build the local control plane binaries into bin/ (about 15 minutes the first time).
 	@hack/build-test-binaries.sh
 
+.PHONY: bench
+bench: control-plane ## Run the benchmarks: drift correction and webhook-to-applied latency.
+	go test ./controllers -run '^$$' -bench . -benchtime $${N:-20}x -timeout 30m
+
 .PHONY: bench-drift
 bench-drift: control-plane ## Time drift corrections: N image edits on a live Deployment; prints p50, p99, max.
 	go test ./controllers -run '^$$' -bench BenchmarkDriftCorrection -benchtime $${N:-100}x -timeout 20m

@@ -23,18 +23,26 @@ import (
 
 // CacheOptions scopes the manager's cache to what releases applied: informers on applied
 // kinds hold only the metadata of objects that carry a release's labels, so a change to one
-// reaches its release at once without the operator caching the cluster.
-func CacheOptions() cache.Options {
+// reaches its release at once without the operator caching the cluster. watchSelector, when
+// set, limits the releases this manager reconciles (Flux's --watch-label-selector), so that
+// several managers can share a large fleet.
+func CacheOptions(watchSelector string) (cache.Options, error) {
 	owned, err := labels.NewRequirement(apply.NameLabel, selection.Exists, nil)
 	if err != nil {
-		panic(err)
+		return cache.Options{}, err
+	}
+	releases := labels.Everything()
+	if watchSelector != "" {
+		if releases, err = labels.Parse(watchSelector); err != nil {
+			return cache.Options{}, fmt.Errorf("parsing the label selector %q: %w", watchSelector, err)
+		}
 	}
 	return cache.Options{
 		DefaultLabelSelector: labels.NewSelector().Add(*owned),
 		ByObject: map[client.Object]cache.ByObject{
-			&v1alpha1.ImmutableRelease{}: {Label: labels.Everything()},
+			&v1alpha1.ImmutableRelease{}: {Label: releases},
 		},
-	}
+	}, nil
 }
 
 // watcher starts a metadata-only watch on each kind a release applied, once per kind, and

@@ -74,7 +74,11 @@ func runSuite(m *testing.M) int {
 	}
 	defer gitServer.Stop()
 
-	mgr, err := ctrl.NewManager(cp.Config, ctrl.Options{Scheme: scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	cacheOpts, err := CacheOptions("")
+	if err != nil {
+		return 1
+	}
+	mgr, err := ctrl.NewManager(cp.Config, ctrl.Options{Scheme: scheme, Cache: cacheOpts, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "creating the manager:", err)
 		return 1

@@ -6,12 +6,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -21,6 +23,7 @@ import (
 	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/receiver"
 )
 
 const controllerName = "immutable-release-controller"
@@ -33,6 +36,9 @@ func main() {
 		storagePath   string
 		concurrent    int
 		healthPolling time.Duration
+		webhookAddr   string
+		webhookSecret string
+		watchSelector string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
@@ -40,6 +46,9 @@ func main() {
 	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
 	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
 	flag.DurationVar(&healthPolling, "health-poll-interval", 2*time.Second, "How often a rollout in progress is looked at.")
+	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9292", "The address the Git webhook receiver (POST /hook) binds to; 0 disables it.")
+	flag.StringVar(&webhookSecret, "webhook-secret", "", "namespace/name of the Secret whose key token is the webhooks' shared secret. Required for the receiver.")
+	flag.StringVar(&watchSelector, "watch-label-selector", "", "Reconcile only the releases matching this label selector (sharding across managers).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -50,10 +59,15 @@ func main() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 
+	cacheOpts, err := controllers.CacheOptions(watchSelector)
+	if err != nil {
+		log.Error(err, "Invalid --watch-label-selector")
+		os.Exit(1)
+	}
 	cfg := ctrl.GetConfigOrDie()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cacheOpts,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
@@ -92,6 +106,24 @@ func main() {
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Failed to set up the controller")
 		os.Exit(1)
+	}
+	if webhookAddr != "0" && webhookSecret != "" {
+		ns, name, ok := strings.Cut(webhookSecret, "/")
+		if !ok {
+			log.Error(nil, "--webhook-secret must be namespace/name", "value", webhookSecret)
+			os.Exit(1)
+		}
+		handler := &receiver.Handler{
+			Secret:   receiver.SecretToken(mgr.GetAPIReader(), client.ObjectKey{Namespace: ns, Name: name}),
+			Notifier: &receiver.ReleaseNotifier{Client: mgr.GetClient()},
+			Log:      ctrl.Log.WithName("receiver"),
+		}
+		if err := mgr.Add(&receiver.Server{Addr: webhookAddr, Handler: handler}); err != nil {
+			log.Error(err, "Failed to set up the webhook receiver")
+			os.Exit(1)
+		}
+	} else if webhookAddr != "0" {
+		log.Info("The webhook receiver is off: set --webhook-secret to turn it on")
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "Failed to set up the health check")

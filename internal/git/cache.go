@@ -254,10 +254,11 @@ func (c *Cache) Checkout(ctx context.Context, repoURL string, ref Reference, has
 		}
 		co = &checkout{dir: dir}
 		r.checkouts[hash] = co
-		c.evict(r)
 	}
 	co.users++
 	co.lastUse = time.Now()
+	// Evict only now that this checkout is in use: it must never be the one removed.
+	c.evict(r)
 	var once sync.Once
 	release = func() {
 		once.Do(func() {

@@ -2,6 +2,7 @@ package git
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -155,3 +156,28 @@ func hostOf(line string) string {
 }
 
 func keyOf(line string) string { return line[len(hostOf(line))+1:] }
+
+// TestCheckoutsAreEvictedButNeverInUse: many commits in a row each get a complete tree, and
+// only idle checkouts beyond the limit are removed.
+func TestCheckoutsAreEvictedButNeverInUse(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, _ := newRepo(t)
+	auth, err := AuthFromSecret(repo.URL(), map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)})
+	g.Expect(err).NotTo(HaveOccurred())
+	cache := NewCache(t.TempDir())
+	var dirs []string
+	for i := 0; i < 12; i++ {
+		g.Expect(repo.Write(map[string]string{"deploy/app.yaml": fmt.Sprintf("a: %d\n", i)})).To(Succeed())
+		hash, err := repo.CommitAndPush(fmt.Sprintf("Change %d", i))
+		g.Expect(err).NotTo(HaveOccurred())
+		dir, _, release, err := cache.Checkout(ctx, repo.URL(), Reference{Branch: "main"}, hash, auth)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(os.ReadFile(filepath.Join(dir, "deploy/app.yaml"))).To(Equal([]byte(fmt.Sprintf("a: %d\n", i))))
+		release()
+		dirs = append(dirs, dir)
+	}
+	_, err = os.Stat(dirs[0])
+	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the oldest idle checkout is kept beyond the limit")
+	g.Expect(dirs[11]).To(BeADirectory())
+}

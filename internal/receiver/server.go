@@ -1,0 +1,45 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server runs the receiver as a manager runnable on every replica: a push only sets an
+// annotation, which the leader acts on.
+type Server struct {
+	Addr    string
+	Handler http.Handler
+	// Listening, when set, receives the bound address once the server listens.
+	Listening func(addr string)
+}
+
+// Start serves until ctx is done.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	if s.Listening != nil {
+		s.Listening(ln.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/hook", s.Handler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// NeedLeaderElection says the receiver runs on every replica.
+func (s *Server) NeedLeaderElection() bool { return false }
