@@ -6,6 +6,9 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -58,6 +61,7 @@ func TestReleaseLifecycle(t *testing.T) {
 	g.Expect(h.Author).To(Equal("Ada Developer <ada@example.com>"))
 	g.Expect(h.Result).To(Equal(v1alpha1.ReleaseHealthy))
 	g.Expect(h.ImagesChecksum).To(HavePrefix("sha256:"))
+	g.Expect(testutil.ToFloat64(readyGauge.WithLabelValues(ns, "shop"))).To(Equal(1.0))
 
 	// The workload runs exactly the pinned image and is Available.
 	d := &appsv1.Deployment{}
@@ -99,6 +103,26 @@ func TestReleaseLifecycle(t *testing.T) {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})) &&
 			apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.ImmutableRelease{}))
 	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	g.Eventually(func() bool {
+		return !hasSeries(readyGauge, ns)
+	}, 10*time.Second).Should(BeTrue(), "the Ready series of a deleted release is removed")
+}
+
+// hasSeries says whether the gauge has a series for namespace.
+func hasSeries(v *prometheus.GaugeVec, namespace string) bool {
+	ch := make(chan prometheus.Metric, 1000)
+	go func() { v.Collect(ch); close(ch) }()
+	found := false
+	for m := range ch {
+		var pb dto.Metric
+		_ = m.Write(&pb)
+		for _, l := range pb.GetLabel() {
+			if l.GetName() == "namespace" && l.GetValue() == namespace {
+				found = true
+			}
+		}
+	}
+	return found
 }
 
 // TestNewCommitAppliedAtInterval: without any request, a new commit is applied at the next

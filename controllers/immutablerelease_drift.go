@@ -13,9 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
@@ -23,18 +20,6 @@ import (
 	"github.com/immutable-release/operator/internal/drift"
 	"github.com/immutable-release/operator/internal/manifest"
 )
-
-var driftCorrections = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "immutable_release_drift_corrections_total",
-	Help: "Live objects put back to what Git says, by release.",
-}, []string{"namespace", "name"})
-
-var reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "immutable_release_reconcile_total",
-	Help: "Reconciles run, by release.",
-}, []string{"namespace", "name"})
-
-func init() { metrics.Registry.MustRegister(driftCorrections, reconciles) }
 
 // objectDrift is how one live object differs from Git.
 type objectDrift struct {

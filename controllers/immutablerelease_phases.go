@@ -128,13 +128,17 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
 	}
 	ref := gitReference(obj)
+	listStart := time.Now()
 	hash, err := r.Git.Resolve(ctx, obj.Spec.Git.URL, ref, auth, fresh)
+	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
 	if err != nil {
 		return nil, retry(v1alpha1.GitOperationFailedReason, err)
 	}
 	s.revision = git.Revision(ref, hash)
 	obj.Status.LastAttemptedRevision = s.revision
+	checkoutStart := time.Now()
 	dir, commit, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
+	gitDuration.WithLabelValues("checkout").Observe(time.Since(checkoutStart).Seconds())
 	if err != nil {
 		return nil, retry(v1alpha1.GitOperationFailedReason, err)
 	}
@@ -197,6 +201,9 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	obj.Status.Images = images
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+		if !s.commit.Time.IsZero() {
+			commitToApplied.Observe(time.Since(s.commit.Time).Seconds())
+		}
 	}
 	if changes := summarize(cs); changes != "" || newRevision {
 		r.event(obj, corev1.EventTypeNormal, "Applied", "Apply", fmt.Sprintf("Applied revision %s: %s", s.revision, orNothing(changes)))

@@ -88,6 +88,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	if conditions.IsReady(obj) || conditions.IsStalled(obj) {
 		obj.Status.ObservedGeneration = obj.Generation
 	}
+	recordReady(obj, conditions.IsReady(obj), !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer))
 
 	if perr := r.patch(ctx, obj, before); perr != nil {
 		if apierrors.IsConflict(perr) {
