@@ -61,8 +61,9 @@ bench-drift: control-plane ## Time drift corrections: N image edits on a live De
 ##@ Build and run
 
 .PHONY: build
-build: generate ## Build the manager binary into bin/.
+build: generate ## Build the manager and the kubectl-release plugin into bin/.
 	go build -o $(BIN_DIR)/manager ./cmd/manager
+	go build -o $(BIN_DIR)/kubectl-release ./cmd/kubectl-release
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.

@@ -40,8 +40,10 @@ var (
 	k8s client.Client
 	// cfgForTests connects as the same administrator as the operator.
 	cfgForTests *rest.Config
-	gitServer   *testgit.Server
-	scheme      = runtime.NewScheme()
+	// kubeconfigPath is an administrator's kubeconfig file, for command-line tools.
+	kubeconfigPath string
+	gitServer      *testgit.Server
+	scheme         = runtime.NewScheme()
 )
 
 func TestMain(m *testing.M) {
@@ -106,6 +108,7 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 	cfgForTests = cp.Config
+	kubeconfigPath = cp.KubeconfigPath
 	k8s, err = client.New(cp.Config, client.Options{Scheme: scheme})
 	if err != nil {
 		return 1

@@ -1,0 +1,352 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+)
+
+func (o *options) getCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get [NAME]",
+		Short: "List releases: ready, revision, images, age",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ns, err := o.client()
+			if err != nil {
+				return err
+			}
+			var items []v1alpha1.ImmutableRelease
+			if len(args) == 1 {
+				_, rel, err := o.getRelease(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				items = append(items, *rel)
+			} else {
+				var list v1alpha1.ImmutableReleaseList
+				opts := []client.ListOption{client.InNamespace(ns)}
+				if o.allNamespaces {
+					opts = nil
+				}
+				if err := c.List(cmd.Context(), &list, opts...); err != nil {
+					return err
+				}
+				items = list.Items
+			}
+			w := tabwriter.NewWriter(o.out, 0, 4, 3, ' ', 0)
+			header := "NAME\tREADY\tREVISION\tIMAGES\tAGE"
+			if o.allNamespaces {
+				header = "NAMESPACE\t" + header
+			}
+			fmt.Fprintln(w, header)
+			for i := range items {
+				rel := &items[i]
+				row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", rel.Name, o.readyCell(rel), shortRevision(rel.Status.LastAppliedRevision),
+					shortImages(rel.Status.Images), shortAge(rel.CreationTimestamp.Time))
+				if o.allNamespaces {
+					row = rel.Namespace + "\t" + row
+				}
+				fmt.Fprintln(w, row)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "List the releases of every namespace.")
+	return cmd
+}
+
+func (o *options) statusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status NAME",
+		Short: "Conditions, images desired and running, drift",
+		Args:  exactlyOne,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, rel, err := o.getRelease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := o.out
+			fmt.Fprintf(out, "Release:   %s/%s\n", rel.Namespace, rel.Name)
+			fmt.Fprintf(out, "Source:    %s (%s) path %s\n", rel.Spec.Git.URL, refString(rel.Spec.Git.Ref), orDefault(rel.Spec.Path, "/"))
+			fmt.Fprintf(out, "Applied:   %s\n", orDefault(rel.Status.LastAppliedRevision, "nothing yet"))
+			if rel.Status.LastAttemptedRevision != rel.Status.LastAppliedRevision {
+				fmt.Fprintf(out, "Attempted: %s\n", rel.Status.LastAttemptedRevision)
+			}
+			if rel.Spec.Suspend {
+				fmt.Fprintln(out, "Suspended: yes (kubectl release resume "+rel.Name+")")
+			}
+			fmt.Fprintln(out, "\nConditions:")
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			for _, c := range rel.Status.Conditions {
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", c.Type, o.colorStatus(c), c.Reason, c.Message)
+			}
+			_ = w.Flush()
+			fmt.Fprintln(out, "\nImages:")
+			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			for _, im := range rel.Status.Images {
+				_, want, _ := strings.Cut(im.Image, "@")
+				running := "-"
+				if len(im.Running) > 0 {
+					running = strings.Join(im.Running, ",")
+					if len(im.Running) == 1 && im.Running[0] == want {
+						running = o.paint(green, "running it")
+					} else {
+						running = o.paint(red, "running "+running)
+					}
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", im.Workload, im.Container, im.Image, running)
+			}
+			_ = w.Flush()
+			mode := v1alpha1.DriftCorrect
+			if rel.Spec.Drift != nil && rel.Spec.Drift.Mode != "" {
+				mode = rel.Spec.Drift.Mode
+			}
+			fmt.Fprintf(out, "\nDrift:     mode %s, %d corrections\n", mode, rel.Status.DriftCorrections)
+			for _, c := range rel.Status.InjectedContainers {
+				fmt.Fprintf(out, "Injected:  %s container %s (%s), not in Git, left in place\n", c.Workload, c.Container, c.Image)
+			}
+			return nil
+		},
+	}
+}
+
+func (o *options) historyCommand() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "history NAME",
+		Short: "Revisions applied, their results, who committed them",
+		Args:  exactlyOne,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, rel, err := o.getRelease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json":
+				b, err := json.MarshalIndent(rel.Status.History, "", "  ")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(o.out, string(b))
+			case "yaml":
+				b, err := yaml.Marshal(rel.Status.History)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(o.out, string(b))
+			case "table", "":
+				w := tabwriter.NewWriter(o.out, 0, 4, 3, ' ', 0)
+				fmt.Fprintln(w, "REVISION\tRESULT\tAPPLIED\tAUTHOR\tSUBJECT")
+				for _, h := range rel.Status.History {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", shortRevision(h.Revision), o.colorResult(h.Result),
+						h.AppliedAt.UTC().Format(time.RFC3339), h.Author, h.Subject)
+				}
+				return w.Flush()
+			default:
+				return usageError{fmt.Errorf("unknown output %q: use table, json or yaml", output)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "Output format: table, json or yaml.")
+	return cmd
+}
+
+func (o *options) reconcileCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "reconcile NAME",
+		Short: "Check Git and apply now, wait, and show the outcome",
+		Args:  exactlyOne,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, rel, err := o.getRelease(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if rel.Spec.Suspend {
+				return &exitError{code: ExitFailed, err: fmt.Errorf("%s/%s is suspended: kubectl release resume %s", rel.Namespace, rel.Name, rel.Name)}
+			}
+			token := time.Now().Format(time.RFC3339Nano)
+			patch := client.MergeFrom(rel.DeepCopy())
+			if rel.Annotations == nil {
+				rel.Annotations = map[string]string{}
+			}
+			rel.Annotations[meta.ReconcileRequestAnnotation] = token
+			if err := c.Patch(ctx, rel, patch); err != nil {
+				return err
+			}
+			p := &progress{out: o.out, on: o.color}
+			deadline := time.Now().Add(timeout)
+			for {
+				if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil {
+					return err
+				}
+				ready := findCondition(rel, meta.ReadyCondition)
+				if rel.Status.LastHandledReconcileAt == token && ready != nil {
+					switch ready.Status {
+					case metav1.ConditionTrue:
+						p.done()
+						fmt.Fprintf(o.out, "%s %s\n", o.paint(green, "✔"), ready.Message)
+						return nil
+					case metav1.ConditionFalse:
+						p.done()
+						return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", ready.Reason, ready.Message)}
+					}
+				}
+				if time.Now().After(deadline) {
+					p.done()
+					return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for %s/%s to be reconciled", timeout, rel.Namespace, rel.Name)}
+				}
+				msg := "waiting for the operator"
+				if ready != nil && rel.Status.LastHandledReconcileAt == token {
+					msg = ready.Message
+				}
+				p.tick(msg)
+				time.Sleep(200 * time.Millisecond)
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "How long to wait for the outcome.")
+	return cmd
+}
+
+func (o *options) suspendCommand(suspend bool) *cobra.Command {
+	use, short := "resume NAME", "Resume applying Git, and catch up at once"
+	if suspend {
+		use, short = "suspend NAME", "Stop applying Git until resumed"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactlyOne,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, rel, err := o.getRelease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			patch := client.MergeFrom(rel.DeepCopy())
+			rel.Spec.Suspend = suspend
+			if err := c.Patch(cmd.Context(), rel, patch); err != nil {
+				return err
+			}
+			verb := "resumed"
+			if suspend {
+				verb = "suspended"
+			}
+			fmt.Fprintf(o.out, "%s/%s %s\n", rel.Namespace, rel.Name, verb)
+			return nil
+		},
+	}
+}
+
+func exactlyOne(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageError{fmt.Errorf("expected one release name, got %d arguments", len(args))}
+	}
+	return nil
+}
+
+func findCondition(rel *v1alpha1.ImmutableRelease, t string) *metav1.Condition {
+	for i := range rel.Status.Conditions {
+		if rel.Status.Conditions[i].Type == t {
+			return &rel.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// shortRevision is main@sha1:0123456789ab... as main@0123456.
+func shortRevision(rev string) string {
+	ref, hash, ok := strings.Cut(rev, "sha1:")
+	if !ok || len(hash) < 7 {
+		return orDefault(rev, "-")
+	}
+	return ref + hash[:7]
+}
+
+// shortImages lists container=digest prefix.
+func shortImages(images []v1alpha1.WorkloadImage) string {
+	var parts []string
+	for _, im := range images {
+		_, digest, _ := strings.Cut(im.Image, "@sha256:")
+		if len(digest) > 12 {
+			digest = digest[:12]
+		}
+		parts = append(parts, im.Container+"@"+digest)
+	}
+	sort.Strings(parts)
+	return orDefault(strings.Join(parts, ","), "-")
+}
+
+func refString(r v1alpha1.GitReference) string {
+	switch {
+	case r.Tag != "":
+		return "tag " + r.Tag
+	case r.Commit != "":
+		return "commit " + r.Commit
+	default:
+		return "branch " + r.Branch
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+const (
+	green = "\033[32m"
+	red   = "\033[31m"
+)
+
+func (o *options) paint(color, s string) string {
+	if !o.color {
+		return s
+	}
+	return color + s + "\033[0m"
+}
+
+func (o *options) readyCell(rel *v1alpha1.ImmutableRelease) string {
+	c := findCondition(rel, meta.ReadyCondition)
+	if c == nil {
+		return "Unknown"
+	}
+	return o.colorStatus(*c)
+}
+
+func (o *options) colorStatus(c metav1.Condition) string {
+	switch {
+	case c.Status == metav1.ConditionTrue && c.Type != v1alpha1.DriftedCondition && c.Type != meta.StalledCondition && c.Type != meta.ReconcilingCondition:
+		return o.paint(green, string(c.Status))
+	case c.Status == metav1.ConditionFalse && (c.Type == meta.ReadyCondition || c.Type == v1alpha1.HealthyCondition):
+		return o.paint(red, string(c.Status))
+	default:
+		return string(c.Status)
+	}
+}
+
+func (o *options) colorResult(r v1alpha1.ReleaseResult) string {
+	switch r {
+	case v1alpha1.ReleaseHealthy:
+		return o.paint(green, string(r))
+	case v1alpha1.ReleaseFailed:
+		return o.paint(red, string(r))
+	default:
+		return string(r)
+	}
+}
