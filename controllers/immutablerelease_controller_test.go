@@ -244,7 +244,10 @@ func TestFailedRollout(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) { o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second} })
+	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+		o.Spec.Rollback = &v1alpha1.RollbackSpec{Mode: v1alpha1.RollbackDisabled}
+	})
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 
 	bad := commit(t, repo, "Release a broken build", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})

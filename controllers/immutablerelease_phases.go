@@ -109,23 +109,9 @@ func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (
 // fetchSource lists the remote and checks out the commit the reference points at.
 func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, fresh bool) (release func(), err error) {
 	obj := s.obj
-	var data map[string][]byte
-	if ref := obj.Spec.Git.SecretRef; ref != nil {
-		secret := &corev1.Secret{}
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("secret %q not found in namespace %q: create it with the Git credentials (username and password, or identity and known_hosts)", ref.Name, obj.Namespace))
-			}
-			return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("reading secret %q: %w", ref.Name, err))
-		}
-		data = secret.Data
-	}
-	auth, err := git.AuthFromSecret(obj.Spec.Git.URL, data)
+	auth, err := r.gitAuth(ctx, obj)
 	if err != nil {
-		if obj.Spec.Git.SecretRef != nil {
-			err = fmt.Errorf("secret %q: %w", obj.Spec.Git.SecretRef.Name, err)
-		}
-		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
+		return nil, err
 	}
 	ref := gitReference(obj)
 	listStart := time.Now()
@@ -144,6 +130,29 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	}
 	s.dir, s.commit = dir, commit
 	return release, nil
+}
+
+// gitAuth reads the release's Secret and builds the Git authentication from it.
+func (r *ImmutableReleaseReconciler) gitAuth(ctx context.Context, obj *v1alpha1.ImmutableRelease) (*git.Auth, error) {
+	var data map[string][]byte
+	if ref := obj.Spec.Git.SecretRef; ref != nil {
+		secret := &corev1.Secret{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("secret %q not found in namespace %q: create it with the Git credentials (username and password, or identity and known_hosts)", ref.Name, obj.Namespace))
+			}
+			return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("reading secret %q: %w", ref.Name, err))
+		}
+		data = secret.Data
+	}
+	auth, err := git.AuthFromSecret(obj.Spec.Git.URL, data)
+	if err != nil {
+		if obj.Spec.Git.SecretRef != nil {
+			err = fmt.Errorf("secret %q: %w", obj.Spec.Git.SecretRef.Name, err)
+		}
+		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
+	}
+	return auth, nil
 }
 
 func gitReference(obj *v1alpha1.ImmutableRelease) git.Reference {
@@ -201,6 +210,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	obj.Status.Images = images
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+		recordRevertFromGit(obj, s.commit)
 		if !s.commit.Time.IsZero() {
 			commitToApplied.Observe(time.Since(s.commit.Time).Seconds())
 		}
@@ -250,6 +260,14 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		}
 		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckFailedReason, "%s", msg)
 		setResult(obj, revision, v1alpha1.ReleaseFailed, msg)
+		if err := r.rollback(ctx, s, msg); err != nil {
+			return ctrl.Result{}, err
+		}
+		if c := conditions.Get(obj, v1alpha1.RolledBackCondition); c != nil && c.Status == metav1.ConditionTrue &&
+			obj.Status.LastRollback != nil && obj.Status.LastRollback.FailedRevision == revision {
+			// The revert is in Git: apply it now.
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
+		}
 		return requeue(obj, 0), stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 
 	default:

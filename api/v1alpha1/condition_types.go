@@ -7,6 +7,10 @@ const (
 	// according to kstatus: Deployments rolled out and Available, Jobs complete, and so on.
 	HealthyCondition string = "Healthy"
 
+	// RolledBackCondition reports the last rollback: True once a revert of a failed
+	// revision is in Git, False when it could not be made.
+	RolledBackCondition string = "RolledBack"
+
 	// DriftedCondition is True while a live object differs from Git in Report mode.
 	DriftedCondition string = "Drifted"
 )
@@ -78,6 +82,23 @@ const (
 
 	// NoDriftReason: every live object matches Git.
 	NoDriftReason string = "NoDrift"
+
+	// RevertPushedReason: a revert commit of the failed revision is on the branch.
+	RevertPushedReason string = "RevertPushed"
+
+	// RevertConflictReason: the revert cannot be made without guessing; nothing was pushed.
+	RevertConflictReason string = "RevertConflict"
+
+	// RevertFailedReason: making or pushing the revert failed; it is retried.
+	RevertFailedReason string = "RevertFailed"
+
+	// NoHealthyRevisionReason: no earlier revision was healthy, so there is nothing to go
+	// back to.
+	NoHealthyRevisionReason string = "NoHealthyRevision"
+
+	// FixedForwardReason: commits after the failed revision already changed the path; the
+	// new head is applied instead of a revert.
+	FixedForwardReason string = "FixedForward"
 
 	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
 	DriftCorrectedReason string = "DriftCorrected"

@@ -75,6 +75,61 @@ type ImmutableReleaseSpec struct {
 	// drift says what happens when a live object stops matching Git.
 	// +optional
 	Drift *DriftSpec `json:"drift,omitempty"`
+
+	// rollback says what happens when a revision fails its health check.
+	// +optional
+	Rollback *RollbackSpec `json:"rollback,omitempty"`
+}
+
+// RollbackMode is how a failed revision is rolled back.
+// +kubebuilder:validation:Enum=Revert;Disabled
+type RollbackMode string
+
+const (
+	// RollbackRevert pushes a commit to the branch that reverts, under spec.path, the
+	// commits since the last healthy revision; the operator then applies it.
+	RollbackRevert RollbackMode = "Revert"
+	// RollbackDisabled leaves a failed revision in place.
+	RollbackDisabled RollbackMode = "Disabled"
+)
+
+// RollbackSpec configures rollback by revert.
+type RollbackSpec struct {
+	// mode is Revert (the default) or Disabled.
+	// +kubebuilder:default=Revert
+	// +optional
+	Mode RollbackMode `json:"mode,omitempty"`
+
+	// author of revert commits. Defaults to ImmutableRelease <immutable-release@noreply.local>.
+	// +optional
+	Author *CommitAuthor `json:"author,omitempty"`
+}
+
+// CommitAuthor names the author of the commits the operator makes.
+type CommitAuthor struct {
+	// name of the author.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// email of the author.
+	// +kubebuilder:validation:MinLength=1
+	Email string `json:"email"`
+}
+
+// Rollback describes the last rollback.
+type Rollback struct {
+	// failedRevision is the revision that failed its health check.
+	FailedRevision string `json:"failedRevision"`
+	// revertCommit is the commit that reverted it, pushed to the branch.
+	// +optional
+	RevertCommit string `json:"revertCommit,omitempty"`
+	// revertedCommits are the commits reverted, newest first.
+	// +optional
+	RevertedCommits []string `json:"revertedCommits,omitempty"`
+	// reason is the health check's verdict.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// time is when the revert was pushed or found.
+	Time metav1.Time `json:"time"`
 }
 
 // DriftMode is what the operator does about drift.
@@ -192,6 +247,10 @@ type ImmutableReleaseStatus struct {
 	// +optional
 	InjectedContainers []WorkloadImage `json:"injectedContainers,omitempty"`
 
+	// lastRollback describes the last revert pushed for a failed revision.
+	// +optional
+	LastRollback *Rollback `json:"lastRollback,omitempty"`
+
 	// driftCorrections counts the live changes the operator put back since the release was
 	// created.
 	// +optional
@@ -251,6 +310,9 @@ type ReleaseRecord struct {
 	// message says why a revision failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// revertedBy is the commit that reverted this revision after it failed.
+	// +optional
+	RevertedBy string `json:"revertedBy,omitempty"`
 }
 
 // ImmutableRelease applies a path of a Git repository to the cluster, refusing any container
@@ -285,6 +347,14 @@ func (in *ImmutableRelease) GetDriftMode() DriftMode {
 		return in.Spec.Drift.Mode
 	}
 	return DriftCorrect
+}
+
+// GetRollbackMode returns spec.rollback.mode or Revert.
+func (in *ImmutableRelease) GetRollbackMode() RollbackMode {
+	if in.Spec.Rollback != nil && in.Spec.Rollback.Mode != "" {
+		return in.Spec.Rollback.Mode
+	}
+	return RollbackRevert
 }
 
 // GetTimeout returns spec.timeout or DefaultTimeout.

@@ -70,6 +70,8 @@ func RevisionHash(revision string) string {
 type Commit struct {
 	Hash    string
 	Subject string
+	// Message is the whole message, trailers included.
+	Message string
 	Author  string
 	Time    time.Time
 }
@@ -320,6 +322,7 @@ func describe(c *object.Commit) Commit {
 	return Commit{
 		Hash:    c.Hash.String(),
 		Subject: subject,
+		Message: c.Message,
 		Author:  fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
 		Time:    c.Author.When,
 	}

@@ -1,0 +1,115 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/conditions"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
+)
+
+// Default author of revert commits.
+const (
+	defaultAuthorName  = "ImmutableRelease"
+	defaultAuthorEmail = "immutable-release@noreply.local"
+)
+
+// rollback reverts, in Git, the commits that brought the failed revision, and has the next
+// reconcile apply what Git then says. The cluster is never rolled back behind Git's back.
+// It is idempotent: a revert already on the branch for this revision is found, not redone.
+func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, reason string) error {
+	obj := s.obj
+	failedRev := obj.Status.LastAppliedRevision
+	if obj.GetRollbackMode() == v1alpha1.RollbackDisabled || obj.Spec.Git.Ref.Branch == "" {
+		return nil
+	}
+	if lr := obj.Status.LastRollback; lr != nil && lr.FailedRevision == failedRev {
+		return nil
+	}
+	healthyRev := ""
+	for _, h := range obj.Status.History {
+		if h.Result == v1alpha1.ReleaseHealthy && h.Revision != failedRev {
+			healthyRev = h.Revision
+			break
+		}
+	}
+	if healthyRev == "" {
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.NoHealthyRevisionReason,
+			"no earlier revision was healthy: fix %s in Git", failedRev)
+		return nil
+	}
+	auth, err := r.gitAuth(ctx, obj)
+	if err != nil {
+		return err
+	}
+	author := v1alpha1.CommitAuthor{Name: defaultAuthorName, Email: defaultAuthorEmail}
+	if obj.Spec.Rollback != nil && obj.Spec.Rollback.Author != nil {
+		author = *obj.Spec.Rollback.Author
+	}
+	res, err := r.Git.Revert(ctx, git.RevertRequest{
+		URL: obj.Spec.Git.URL, Branch: obj.Spec.Git.Ref.Branch, Auth: auth, Path: obj.Spec.Path,
+		Healthy: git.RevisionHash(healthyRev), Failed: git.RevisionHash(failedRev),
+		Release: obj.Namespace + "/" + obj.Name, Reason: reason,
+		AuthorName: author.Name, AuthorEmail: author.Email,
+	})
+	switch {
+	case errors.Is(err, git.ErrFixedForward):
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.FixedForwardReason,
+			"not reverting %s: newer commits changed the path; applying them instead", failedRev)
+		r.requestFreshGitCheck(obj)
+		return nil
+	case err != nil:
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertFailedReason, "reverting %s: %s", failedRev, err)
+		return retry(v1alpha1.RevertFailedReason, fmt.Errorf("reverting revision %s in Git: %w", failedRev, err))
+	}
+	var reverted []string
+	for _, c := range res.Reverted {
+		reverted = append(reverted, c.Hash)
+	}
+	recordRollback(obj, failedRev, res.Commit, reverted, reason)
+	r.event(obj, corev1.EventTypeWarning, "RolledBack", "Rollback",
+		fmt.Sprintf("Revision %s failed; pushed revert commit %s to %s reverting %d commits", failedRev, res.Commit, obj.Spec.Git.Ref.Branch, len(reverted)))
+	r.requestFreshGitCheck(obj)
+	return nil
+}
+
+// recordRollback notes the revert in the status and in the failed revision's history entry.
+func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string) {
+	obj.Status.LastRollback = &v1alpha1.Rollback{FailedRevision: failedRev, RevertCommit: commit,
+		RevertedCommits: reverted, Reason: reason, Time: metav1.Now()}
+	for i := range obj.Status.History {
+		if obj.Status.History[i].Revision == failedRev {
+			obj.Status.History[i].Result = v1alpha1.ReleaseFailed
+			obj.Status.History[i].RevertedBy = commit
+		}
+	}
+	conditions.MarkTrue(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertPushedReason,
+		"revision %s failed; revert commit %s is in Git", failedRev, commit)
+}
+
+// recordRevertFromGit derives the rollback from the revert commit's trailers when it is
+// applied, so that the status is right also after a crash between push and status update.
+func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
+	release, failed := git.RevertTrailers(commit.Message)
+	if release != obj.Namespace+"/"+obj.Name {
+		return
+	}
+	for _, h := range obj.Status.History {
+		if git.RevisionHash(h.Revision) == failed && (obj.Status.LastRollback == nil || obj.Status.LastRollback.RevertCommit != commit.Hash) {
+			recordRollback(obj, h.Revision, commit.Hash, nil, "")
+			return
+		}
+	}
+}
+
+// requestFreshGitCheck makes the next reconcile list the remote fresh, at once.
+func (r *ImmutableReleaseReconciler) requestFreshGitCheck(obj *v1alpha1.ImmutableRelease) {
+	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, lastCheck{generation: -1, at: time.Now()})
+}

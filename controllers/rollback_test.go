@@ -1,0 +1,85 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+)
+
+// TestRollbackByRevert: a digest that never becomes ready fails its health check; the
+// operator pushes a revert commit to the branch, applies it, and the Deployment is back on
+// the previous digest and Available. The history reads: bad Failed, reverted by the revert
+// commit, which is Healthy.
+func TestRollbackByRevert(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	good := "ghcr.io/acme/web@" + digestV1
+	repo := newRepo(t, ns, sampleFiles("app", good))
+	g.Expect(repo.Write(map[string]string{"other-team/notes.yaml": "a: 1\n"})).To(Succeed())
+	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+		o.Spec.Rollback = &v1alpha1.RollbackSpec{Author: &v1alpha1.CommitAuthor{Name: "Release Bot", Email: "bot@acme.example"}}
+	})
+	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+
+	bad := commit(t, repo, "Release a broken build", map[string]string{
+		"app/deployment.yaml":   deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest),
+		"other-team/notes.yaml": "a: 2\n",
+	})
+	reconcileNow(t, obj)
+	start := time.Now()
+
+	var revert string
+	g.Eventually(func(g Gomega) {
+		out, err := repo.Output("ls-remote", "origin", "refs/heads/main")
+		g.Expect(err).NotTo(HaveOccurred())
+		revert = strings.Fields(out)[0]
+		g.Expect(revert).NotTo(Equal(bad))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+	t.Logf("revert pushed %s after the bad commit was applied (timeout 5s)", time.Since(start).Round(time.Millisecond))
+
+	g.Expect(repo.Git("pull", "-q", "--ff-only", "origin", "main")).To(Succeed())
+	msg, err := repo.Output("log", "-1", "--format=%an <%ae>%n%B")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(msg).To(HavePrefix("Release Bot <bot@acme.example>\nRevert \"Release a broken build\"\n\nThis reverts commit " + bad + ".\n"))
+	g.Expect(msg).To(ContainSubstring("Release: " + ns + "/shop\nFailed-Revision: " + bad + "\nReason: revision main@sha1:" + bad + " did not become healthy within 5s"))
+	// Only the release's path went back; the other team's change stays.
+	notes, err := repo.Output("show", "HEAD:other-team/notes.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(notes).To(Equal("a: 2\n"))
+
+	cur := waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	g.Expect(cur.Status.LastAppliedRevision).To(Equal("main@sha1:" + revert))
+	d := &appsv1.Deployment{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, d)).To(Succeed())
+	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal(good))
+	g.Expect(d.Status.AvailableReplicas).To(Equal(int32(2)))
+
+	g.Expect(cur.Status.History[0].Revision).To(Equal("main@sha1:" + revert))
+	g.Expect(cur.Status.History[0].Result).To(Equal(v1alpha1.ReleaseHealthy))
+	g.Expect(cur.Status.History[1].Revision).To(Equal("main@sha1:" + bad))
+	g.Expect(cur.Status.History[1].Result).To(Equal(v1alpha1.ReleaseFailed))
+	g.Expect(cur.Status.History[1].RevertedBy).To(Equal(revert))
+	g.Expect(cur.Status.LastRollback).NotTo(BeNil())
+	g.Expect(cur.Status.LastRollback.FailedRevision).To(Equal("main@sha1:" + bad))
+	g.Expect(cur.Status.LastRollback.RevertCommit).To(Equal(revert))
+	g.Expect(condition(cur, v1alpha1.RolledBackCondition).Reason).To(Equal(v1alpha1.RevertPushedReason))
+
+	// Exactly one revert on the branch.
+	log, err := repo.Output("log", "--format=%s", "main")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(strings.Count(log, "Revert \"Release a broken build\"")).To(Equal(1))
+	g.Consistently(func(g Gomega) {
+		out, err := repo.Output("ls-remote", "origin", "refs/heads/main")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(strings.Fields(out)[0]).To(Equal(revert))
+	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+}
