@@ -42,10 +42,11 @@ up() {
   rm -rf "$demo"
   mkdir -p "$demo"
 
-  say "1/7 Starting a local control plane and a Git server"
+  say "1/9 Starting a local control plane and a Git server"
   note "etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (pods without containers),"
   note "all built from the Go module proxy into bin/. Logs: .demo/logs/ and .demo/localenv.log"
   go build -o "$bin/localenv" ./hack/localenv
+  go build -o "$bin/kubectl-release" ./cmd/kubectl-release
   setsid "$bin/localenv" -dir "$demo" -app hack/demo/app >"$demo/localenv.log" 2>&1 < /dev/null &
   echo $! >"$demo/localenv.pid"
   for i in $(seq 1 180); do
@@ -61,12 +62,12 @@ up() {
   source "$demo/env"
   sed 's/^/    /' "$demo/localenv.log"
 
-  say "2/7 Installing the CRD and the operator's RBAC with kubectl"
+  say "2/9 Installing the CRD and the operator's RBAC with kubectl"
   note "The same CRD, ServiceAccount, ClusterRole and bindings as config/default."
   run kubectl apply --server-side -k hack/demo/install
   run kubectl wait --for=condition=Established crd/immutablereleases.release.immutable.dev --timeout=60s
 
-  say "3/7 Starting the operator as its own process, as its own ServiceAccount"
+  say "3/9 Starting the operator as its own process, as its own ServiceAccount"
   note "bin/manager with a token of immutable-release-controller-manager; logs in .demo/operator.log"
   local token
   token=$(kubectl -n immutable-release-system create token immutable-release-controller-manager --duration=24h)
@@ -77,7 +78,7 @@ up() {
     --health-probe-bind-address=0 --storage-path "$demo/storage" >"$demo/operator.log" 2>&1 < /dev/null &
   echo $! >"$demo/operator.pid"
 
-  say "4/7 Creating the namespace, the Git credentials and the sample ImmutableRelease"
+  say "4/9 Creating the namespace, the Git credentials and the sample ImmutableRelease"
   note "The repository $GIT_REPO_URL holds deploy/prod/: a Deployment, a Service and a ConfigMap,"
   note "every image pinned by digest."
   run kubectl create namespace "$NAMESPACE"
@@ -87,7 +88,7 @@ up() {
   sed 's/^/    | /' "$demo/release.yaml"
   run kubectl apply -f "$demo/release.yaml"
 
-  say "5/7 Waiting until the release is Ready and its Deployment Available"
+  say "5/9 Waiting until the release is Ready and its Deployment Available"
   if ! run kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=120s; then
     echo "The release did not become Ready. Its status and the operator's log:"
     kubectl -n "$NAMESPACE" get immutablerelease shop -o yaml | sed -n '/^status:/,$p'
@@ -101,7 +102,7 @@ up() {
   run kubectl -n "$NAMESPACE" get immutablerelease shop -o jsonpath='{range .status.images[*]}{.workload}  {.container}  {.image}{"\n"}{end}'
   run kubectl -n "$NAMESPACE" events --for immutablerelease/shop
 
-  say "6/7 Drift: someone changes the image in place"
+  say "6/9 Drift: someone changes the image in place"
   note "kubectl set image writes another digest; the watch event brings the operator, which puts"
   note "Git's digest back at once and says who changed it."
   local evil=ghcr.io/acme/web:hotfix@sha256:eeee000000000000000000000000000000000000000000000000000000000000
@@ -111,7 +112,7 @@ up() {
   run kubectl -n "$NAMESPACE" events --for immutablerelease/shop --types Normal
   kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=60s >/dev/null
 
-  say "7/7 Drift mode Prevent: the API server refuses the edit"
+  say "7/9 Drift mode Prevent: the API server refuses the edit"
   note "The operator installs a ValidatingAdmissionPolicy while any release uses Prevent."
   run kubectl -n "$NAMESPACE" patch immutablerelease shop --type merge -p '{"spec":{"drift":{"mode":"Prevent"}}}'
   for _ in $(seq 1 100); do kubectl get validatingadmissionpolicybinding immutable-release-prevent-image-changes >/dev/null 2>&1 && break; sleep 0.1; done
@@ -125,11 +126,43 @@ up() {
   printf '%s\n' "$out" | sed 's/^/    /'
   [ -n "$refused" ] || { echo "The edit was not refused; see .demo/operator.log"; exit 1; }
 
+  say "8/9 A new release through Git: push a new digest, and it is applied"
+  local work=$demo/shop
+  git clone -q "$GIT_URL" "$work"
+  git -C "$work" config user.name "Ada Developer"; git -C "$work" config user.email ada@example.com
+  sed -i 's/sha256:1a2b3c4d5e6f7081/sha256:2b3c4d5e6f708192/' "$work/deploy/prod/deployment.yaml"
+  run git -C "$work" commit -qam "Release web 1.1"
+  run git -C "$work" push -q origin main
+  run "$bin/kubectl-release" -n "$NAMESPACE" reconcile shop --timeout 2m
+
+  say "9/9 A broken release: the operator reverts it in Git"
+  note "The next digest starts with sha256:dead: on this local cluster its pods never become ready."
+  note "After spec.timeout (2m in the sample; 20s here) the operator pushes a revert commit and applies it."
+  run kubectl -n "$NAMESPACE" patch immutablerelease shop --type merge -p '{"spec":{"timeout":"20s"}}'
+  sed -i 's/sha256:2b3c4d5e6f708192[0-9a-f]*/sha256:dead000000000000000000000000000000000000000000000000000000000000/' "$work/deploy/prod/deployment.yaml"
+  run git -C "$work" commit -qam "Release web 1.2"
+  run git -C "$work" push -q origin main
+  local bad
+  bad=$(git -C "$work" rev-parse HEAD)
+  kubectl -n "$NAMESPACE" annotate --overwrite immutablerelease shop reconcile.fluxcd.io/requestedAt="$(date +%s)" >/dev/null
+  for i in $(seq 1 120); do
+    head=$(git ls-remote "$GIT_URL" refs/heads/main | cut -f1)
+    [ "$head" != "$bad" ] && break
+    [ $((i % 10)) -eq 0 ] && note "... the rollout is failing (${i}s)"
+    sleep 1
+  done
+  run git -C "$work" pull -q --ff-only
+  run git -C "$work" log -1
+  run kubectl -n "$NAMESPACE" wait --for=condition=Ready immutablerelease/shop --timeout=120s
+  run kubectl -n "$NAMESPACE" get deployment web -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
+  run "$bin/kubectl-release" -n "$NAMESPACE" history shop
+
   cat <<MSG
 
 The operator cloned the repository with go-git, checked that every image is pinned by digest,
 applied the manifests with server-side apply, waited for the rollout to be healthy, put
-back an image changed in place, and had the API server refuse the next one.
+back an image changed in place, had the API server refuse the next one, applied a new
+release pushed to Git, and rolled a broken one back by reverting it in Git.
 
 Everything keeps running. Explore:
     source .demo/env
