@@ -95,12 +95,9 @@ func TestDriftCorrected(t *testing.T) {
 // once Git says the same.
 func TestDriftReported(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) {
 		o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftReport}
 	})
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 
 	g.Expect(setImage(k8s, ns, "web", "app", evilImage, "kubectl-set")).To(Succeed())
 	cur := waitFor(t, obj, v1alpha1.DriftedCondition, metav1.ConditionTrue, v1alpha1.ImageDriftReason, 10*time.Second)
@@ -117,12 +114,9 @@ func TestDriftReported(t *testing.T) {
 // message; the operator's own updates go through; the policy goes with the last release.
 func TestDriftPrevented(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) {
 		o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftPrevent}
 	})
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: admission.PolicyName}, &admissionv1.ValidatingAdmissionPolicy{})).To(Succeed())
 
 	// A cluster administrator who is not the operator.
@@ -157,10 +151,7 @@ func TestDriftPrevented(t *testing.T) {
 // status and left in place.
 func TestInjectedSidecarReported(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app")
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, _, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
 
 	sidecar := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apps/v1", "kind": "Deployment",
@@ -186,10 +177,7 @@ func TestInjectedSidecarReported(t *testing.T) {
 // would after an in-place change): Healthy=False, DigestMismatch.
 func TestDigestMismatch(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app")
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, _, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
 
 	var pods corev1.PodList
 	g.Expect(k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app": "web"})).To(Succeed())

@@ -129,10 +129,7 @@ func hasSeries(v *prometheus.GaugeVec, namespace string) bool {
 // check of the remote.
 func TestNewCommitAppliedAtInterval(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) { o.Spec.Interval = metav1.Duration{Duration: 3 * time.Second} })
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, repo, _ := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) { o.Spec.Interval = metav1.Duration{Duration: 3 * time.Second} })
 
 	commit(t, repo, "Release 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
 	g.Eventually(func(g Gomega) {
@@ -144,10 +141,7 @@ func TestNewCommitAppliedAtInterval(t *testing.T) {
 // is deleted.
 func TestPruneDisabled(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) { o.Spec.Prune = false })
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) { o.Spec.Prune = false })
 
 	second := commit(t, repo, "Drop the settings", nil, "app/configmap.yaml")
 	reconcileNow(t, obj)
@@ -166,10 +160,7 @@ func TestPruneDisabled(t *testing.T) {
 // TestSuspendAndResume: a suspended release changes nothing; resuming catches up at once.
 func TestSuspendAndResume(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app")
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
 
 	setSuspend := func(v bool) {
 		cur := get(g, obj)
@@ -242,13 +233,10 @@ func assertNothingApplied(t *testing.T, namespace string) {
 // HealthCheckFailed after the timeout, and the history says the revision failed.
 func TestFailedRollout(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) {
 		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
 		o.Spec.Rollback = &v1alpha1.RollbackSpec{Mode: v1alpha1.RollbackDisabled}
 	})
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 
 	bad := commit(t, repo, "Release a broken build", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})
 	reconcileNow(t, obj)

@@ -56,10 +56,7 @@ func pushEvent(srv *httptest.Server, repo *testgit.Repo, secret []byte) (*http.R
 // interval is an hour); a wrongly signed one is refused and reconciles nothing.
 func TestWebhookAppliesPush(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app")
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, repo, _ := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
 	srv := newReceiver(t)
 
 	commit(t, repo, "Release 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
@@ -82,10 +79,7 @@ func TestWebhookAppliesPush(t *testing.T) {
 // the new digest (make bench).
 func BenchmarkWebhookToApplied(b *testing.B) {
 	t := &testing.T{}
-	ns := newNamespace(t)
-	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	obj := newRelease(t, ns, repo, "app")
-	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
 	srv := newReceiver(b)
 	var latencies []time.Duration
 	for i := 0; i < b.N; i++ {

@@ -307,3 +307,14 @@ func commit(t *testing.T, repo *testgit.Repo, message string, files map[string]s
 	g.Expect(err).NotTo(HaveOccurred())
 	return hash
 }
+
+// readyRelease creates a namespace, a repository with the sample application at app/ with
+// image, and a release of it changed by mutate, and waits until it is Ready.
+func readyRelease(t *testing.T, image string, mutate ...func(*v1alpha1.ImmutableRelease)) (string, *testgit.Repo, *v1alpha1.ImmutableRelease) {
+	t.Helper()
+	ns := newNamespace(t)
+	repo := newRepo(t, ns, sampleFiles("app", image))
+	obj := newRelease(t, ns, repo, "app", mutate...)
+	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	return ns, repo, obj
+}

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
 )
 
 func (o *options) getCommand() *cobra.Command {
@@ -79,7 +80,7 @@ func (o *options) statusCommand() *cobra.Command {
 			}
 			out := o.out
 			fmt.Fprintf(out, "Release:   %s/%s\n", rel.Namespace, rel.Name)
-			fmt.Fprintf(out, "Source:    %s (%s) path %s\n", rel.Spec.Git.URL, refString(rel.Spec.Git.Ref), orDefault(rel.Spec.Path, "/"))
+			fmt.Fprintf(out, "Source:    %s (%s) path %s\n", rel.Spec.Git.URL, git.Reference{Branch: rel.Spec.Git.Ref.Branch, Tag: rel.Spec.Git.Ref.Tag, Commit: rel.Spec.Git.Ref.Commit}.String(), orDefault(rel.Spec.Path, "/"))
 			fmt.Fprintf(out, "Applied:   %s\n", orDefault(rel.Status.LastAppliedRevision, "nothing yet"))
 			if rel.Status.LastAttemptedRevision != rel.Status.LastAppliedRevision {
 				fmt.Fprintf(out, "Attempted: %s\n", rel.Status.LastAttemptedRevision)
@@ -289,17 +290,6 @@ func shortImages(images []v1alpha1.WorkloadImage) string {
 	}
 	sort.Strings(parts)
 	return orDefault(strings.Join(parts, ","), "-")
-}
-
-func refString(r v1alpha1.GitReference) string {
-	switch {
-	case r.Tag != "":
-		return "tag " + r.Tag
-	case r.Commit != "":
-		return "commit " + r.Commit
-	default:
-		return "branch " + r.Branch
-	}
 }
 
 func orDefault(s, def string) string {
