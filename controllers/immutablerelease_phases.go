@@ -50,6 +50,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
+	r.liftQuarantine(obj)
 
 	if due, fresh := r.gitCheckDue(obj); due {
 		err := r.checkGit(ctx, s, fresh)
@@ -176,6 +177,9 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 	if err := s.applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
 		return retry(v1alpha1.ApplyFailedReason, err)
 	}
+	if err := checkQuarantine(obj, s.revision, workloadImages(s.objects)); err != nil {
+		return err
+	}
 	if obj.GetDriftMode() == v1alpha1.DriftPrevent {
 		for _, o := range s.objects {
 			l := o.GetLabels()
@@ -211,6 +215,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
 		recordRevertFromGit(obj, s.commit)
+		quarantineFailedDigests(obj, s.commit.Hash, images)
 		if !s.commit.Time.IsZero() {
 			commitToApplied.Observe(time.Since(s.commit.Time).Seconds())
 		}

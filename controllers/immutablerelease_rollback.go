@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/conditions"
@@ -82,8 +83,12 @@ func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, rea
 
 // recordRollback notes the revert in the status and in the failed revision's history entry.
 func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string) {
+	var failedImages []v1alpha1.WorkloadImage
+	for _, im := range obj.Status.Images {
+		failedImages = append(failedImages, v1alpha1.WorkloadImage{Workload: im.Workload, Container: im.Container, Image: im.Image})
+	}
 	obj.Status.LastRollback = &v1alpha1.Rollback{FailedRevision: failedRev, RevertCommit: commit,
-		RevertedCommits: reverted, Reason: reason, Time: metav1.Now()}
+		RevertedCommits: reverted, Reason: reason, Time: metav1.Now(), FailedImages: failedImages}
 	for i := range obj.Status.History {
 		if obj.Status.History[i].Revision == failedRev {
 			obj.Status.History[i].Result = v1alpha1.ReleaseFailed
@@ -112,4 +117,80 @@ func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
 // requestFreshGitCheck makes the next reconcile list the remote fresh, at once.
 func (r *ImmutableReleaseReconciler) requestFreshGitCheck(obj *v1alpha1.ImmutableRelease) {
 	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, lastCheck{generation: -1, at: time.Now()})
+}
+
+// quarantineFailedDigests, once the revert of a failed revision is applied, quarantines the
+// digests that the failed revision brought and the revert took away.
+func quarantineFailedDigests(obj *v1alpha1.ImmutableRelease, revisionHash string, images []v1alpha1.WorkloadImage) {
+	lr := obj.Status.LastRollback
+	if lr == nil || lr.RevertCommit != revisionHash || !obj.QuarantineEnabled() {
+		return
+	}
+	kept := map[string]bool{}
+	for _, im := range images {
+		kept[im.Workload+"/"+im.Container+"@"+digestOf(im.Image)] = true
+	}
+	for _, im := range lr.FailedImages {
+		d := digestOf(im.Image)
+		if d == "" || kept[im.Workload+"/"+im.Container+"@"+d] || quarantined(obj, im.Workload, im.Container, d) {
+			continue
+		}
+		obj.Status.Quarantine = append(obj.Status.Quarantine, v1alpha1.QuarantinedDigest{
+			Workload: im.Workload, Container: im.Container, Digest: d, FailedRevision: lr.FailedRevision, Time: metav1.Now()})
+	}
+}
+
+func quarantined(obj *v1alpha1.ImmutableRelease, workload, container, digest string) bool {
+	for _, q := range obj.Status.Quarantine {
+		if q.Workload == workload && q.Container == container && q.Digest == digest {
+			return true
+		}
+	}
+	return false
+}
+
+// checkQuarantine refuses objects that bring back a quarantined digest for the same container.
+func checkQuarantine(obj *v1alpha1.ImmutableRelease, revision string, images []v1alpha1.WorkloadImage) error {
+	var found []string
+	for _, im := range images {
+		for _, q := range obj.Status.Quarantine {
+			if q.Workload == im.Workload && q.Container == im.Container && q.Digest == digestOf(im.Image) {
+				found = append(found, fmt.Sprintf("%s container %s: %s failed in revision %s", im.Workload, im.Container, q.Digest, q.FailedRevision))
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	return stall(v1alpha1.QuarantinedDigestReason, fmt.Errorf("revision %s brings back quarantined digests: %s; if it is fixed, lift the quarantine with kubectl annotate immutablerelease %s %s=<digest>",
+		revision, strings.Join(found, "; "), obj.Name, v1alpha1.UnquarantineAnnotation))
+}
+
+// liftQuarantine removes the digest named by the unquarantine annotation, and has Git
+// checked again so that a refused revision is applied at once.
+func (r *ImmutableReleaseReconciler) liftQuarantine(obj *v1alpha1.ImmutableRelease) {
+	digest := obj.GetAnnotations()[v1alpha1.UnquarantineAnnotation]
+	if digest == "" {
+		return
+	}
+	kept := obj.Status.Quarantine[:0]
+	lifted := false
+	for _, q := range obj.Status.Quarantine {
+		if q.Digest == digest {
+			lifted = true
+			continue
+		}
+		kept = append(kept, q)
+	}
+	if !lifted {
+		return
+	}
+	obj.Status.Quarantine = kept
+	r.event(obj, corev1.EventTypeNormal, "Unquarantined", "Unquarantine", "Lifted the quarantine of "+digest)
+	r.requestFreshGitCheck(obj)
+}
+
+func digestOf(image string) string {
+	_, d, _ := strings.Cut(image, "@")
+	return d
 }

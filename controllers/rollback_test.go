@@ -7,11 +7,13 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gstruct"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/cli"
 )
 
 // TestRollbackByRevert: a digest that never becomes ready fails its health check; the
@@ -82,4 +84,31 @@ func TestRollbackByRevert(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(strings.Fields(out)[0]).To(Equal(revert))
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// The failed digest is quarantined: pushed again, it is refused and nothing changes.
+	g.Expect(cur.Status.Quarantine).To(HaveLen(1))
+	g.Expect(cur.Status.Quarantine[0]).To(gstruct.MatchFields(gstruct.IgnoreExtras, gstruct.Fields{
+		"Workload": Equal("Deployment/" + ns + "/web"), "Container": Equal("app"),
+		"Digest": Equal(deadDigest), "FailedRevision": Equal("main@sha1:" + bad),
+	}))
+	again := commit(t, repo, "Try the broken build again", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})
+	reconcileNow(t, obj)
+	cur = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.QuarantinedDigestReason, 30*time.Second)
+	g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring(
+		"revision main@sha1:" + again + " brings back quarantined digests: Deployment/" + ns + "/web container app: " + deadDigest + " failed in revision main@sha1:" + bad))
+	g.Expect(condition(cur, meta.StalledCondition).Status).To(Equal(metav1.ConditionTrue))
+	g.Consistently(func(g Gomega) { g.Expect(deploymentImage(g, ns, "web")).To(Equal(good)) }, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	code, out, _ := kubectlRelease("status", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK))
+	g.Expect(out).To(ContainSubstring("Last rollback: main@sha1:" + bad + " failed, reverted by " + revert))
+	g.Expect(out).To(ContainSubstring("Quarantined: Deployment/" + ns + "/web container app " + deadDigest))
+
+	// A person lifts the quarantine: the revision is applied.
+	code, out, _ = kubectlRelease("unquarantine", "shop", deadDigest, "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK), out)
+	g.Eventually(func(g Gomega) {
+		g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + deadDigest))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Expect(get(g, obj).Status.Quarantine).To(BeEmpty())
 }

@@ -100,6 +100,10 @@ const (
 	// new head is applied instead of a revert.
 	FixedForwardReason string = "FixedForward"
 
+	// QuarantinedDigestReason: the revision brings back a digest that failed in a reverted
+	// revision. Nothing of it is applied until the quarantine is lifted.
+	QuarantinedDigestReason string = "QuarantinedDigest"
+
 	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
 	DriftCorrectedReason string = "DriftCorrected"
 )

@@ -103,6 +103,29 @@ type RollbackSpec struct {
 	// author of revert commits. Defaults to ImmutableRelease <immutable-release@noreply.local>.
 	// +optional
 	Author *CommitAuthor `json:"author,omitempty"`
+
+	// quarantine, true by default, refuses a later revision that brings back a digest of a
+	// reverted revision for the same container, until a person lifts it with the
+	// release.immutable.dev/unquarantine annotation.
+	// +optional
+	Quarantine *bool `json:"quarantine,omitempty"`
+}
+
+// UnquarantineAnnotation lifts the quarantine of the digest it names.
+const UnquarantineAnnotation = "release.immutable.dev/unquarantine"
+
+// QuarantinedDigest is a digest that ran in a reverted revision.
+type QuarantinedDigest struct {
+	// workload is Kind/namespace/name.
+	Workload string `json:"workload"`
+	// container is the container name.
+	Container string `json:"container"`
+	// digest is sha256:<hex>.
+	Digest string `json:"digest"`
+	// failedRevision is the revision in which it failed.
+	FailedRevision string `json:"failedRevision"`
+	// time is when it was quarantined.
+	Time metav1.Time `json:"time"`
 }
 
 // CommitAuthor names the author of the commits the operator makes.
@@ -130,6 +153,9 @@ type Rollback struct {
 	Reason string `json:"reason,omitempty"`
 	// time is when the revert was pushed or found.
 	Time metav1.Time `json:"time"`
+	// failedImages are the images of the failed revision.
+	// +optional
+	FailedImages []WorkloadImage `json:"failedImages,omitempty"`
 }
 
 // DriftMode is what the operator does about drift.
@@ -247,6 +273,10 @@ type ImmutableReleaseStatus struct {
 	// +optional
 	InjectedContainers []WorkloadImage `json:"injectedContainers,omitempty"`
 
+	// quarantine lists digests of reverted revisions that are refused until lifted.
+	// +optional
+	Quarantine []QuarantinedDigest `json:"quarantine,omitempty"`
+
 	// lastRollback describes the last revert pushed for a failed revision.
 	// +optional
 	LastRollback *Rollback `json:"lastRollback,omitempty"`
@@ -355,6 +385,11 @@ func (in *ImmutableRelease) GetRollbackMode() RollbackMode {
 		return in.Spec.Rollback.Mode
 	}
 	return RollbackRevert
+}
+
+// QuarantineEnabled says whether digests of reverted revisions are quarantined.
+func (in *ImmutableRelease) QuarantineEnabled() bool {
+	return in.Spec.Rollback == nil || in.Spec.Rollback.Quarantine == nil || *in.Spec.Rollback.Quarantine
 }
 
 // GetTimeout returns spec.timeout or DefaultTimeout.

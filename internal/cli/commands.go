@@ -118,6 +118,13 @@ func (o *options) statusCommand() *cobra.Command {
 			for _, c := range rel.Status.InjectedContainers {
 				fmt.Fprintf(out, "Injected:  %s container %s (%s), not in Git, left in place\n", c.Workload, c.Container, c.Image)
 			}
+			if lr := rel.Status.LastRollback; lr != nil {
+				fmt.Fprintf(out, "\nLast rollback: %s failed, reverted by %s (%s)\n", lr.FailedRevision, lr.RevertCommit, lr.Time.UTC().Format(time.RFC3339))
+			}
+			for _, q := range rel.Status.Quarantine {
+				fmt.Fprintf(out, "Quarantined: %s container %s %s (failed in %s); lift: kubectl release unquarantine %s %s\n",
+					q.Workload, q.Container, q.Digest, q.FailedRevision, rel.Name, q.Digest)
+			}
 			return nil
 		},
 	}
@@ -248,6 +255,42 @@ func (o *options) suspendCommand(suspend bool) *cobra.Command {
 				verb = "suspended"
 			}
 			fmt.Fprintf(o.out, "%s/%s %s\n", rel.Namespace, rel.Name, verb)
+			return nil
+		},
+	}
+}
+
+func (o *options) unquarantineCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unquarantine NAME DIGEST",
+		Short: "Lift the quarantine of a digest that failed in a reverted revision",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageError{fmt.Errorf("expected a release name and a digest, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, rel, err := o.getRelease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, q := range rel.Status.Quarantine {
+				found = found || q.Digest == args[1]
+			}
+			if !found {
+				return &exitError{code: ExitNotFound, err: fmt.Errorf("%s is not quarantined in %s/%s", args[1], rel.Namespace, rel.Name)}
+			}
+			patch := client.MergeFrom(rel.DeepCopy())
+			if rel.Annotations == nil {
+				rel.Annotations = map[string]string{}
+			}
+			rel.Annotations[v1alpha1.UnquarantineAnnotation] = args[1]
+			if err := c.Patch(cmd.Context(), rel, patch); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.out, "lifted the quarantine of %s in %s/%s\n", args[1], rel.Namespace, rel.Name)
 			return nil
 		},
 	}
