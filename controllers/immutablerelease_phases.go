@@ -51,6 +51,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	}
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
 	r.liftQuarantine(obj)
+	if err := r.manualRollback(ctx, obj); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	if due, fresh := r.gitCheckDue(obj); due {
 		err := r.checkGit(ctx, s, fresh)

@@ -34,18 +34,63 @@ func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, rea
 	if lr := obj.Status.LastRollback; lr != nil && lr.FailedRevision == failedRev {
 		return nil
 	}
-	healthyRev := ""
-	for _, h := range obj.Status.History {
-		if h.Result == v1alpha1.ReleaseHealthy && h.Revision != failedRev {
-			healthyRev = h.Revision
-			break
-		}
-	}
+	healthyRev := lastHealthy(obj, failedRev)
 	if healthyRev == "" {
 		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.NoHealthyRevisionReason,
 			"no earlier revision was healthy: fix %s in Git", failedRev)
 		return nil
 	}
+	return r.revert(ctx, obj, failedRev, git.RevisionHash(healthyRev), reason, false)
+}
+
+// manualRollback acts on the rollback-to annotation, through the same revert as an
+// automatic rollback: the commits after the named revision are reverted in Git.
+func (r *ImmutableReleaseReconciler) manualRollback(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+	value := obj.GetAnnotations()[v1alpha1.RollbackToAnnotation]
+	if value == "" || value == obj.Status.LastHandledRollbackTo {
+		return nil
+	}
+	obj.Status.LastHandledRollbackTo = value
+	target, _, _ := strings.Cut(value, "@")
+	applied := obj.Status.LastAppliedRevision
+	if obj.Spec.Git.Ref.Branch == "" || applied == "" {
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertFailedReason,
+			"rollback to %s: only a release that follows a branch and has applied a revision can be rolled back", target)
+		return nil
+	}
+	switch {
+	case target == "previous":
+		target = git.RevisionHash(lastHealthy(obj, applied))
+	default:
+		for _, h := range obj.Status.History {
+			if hash := git.RevisionHash(h.Revision); len(target) >= 7 && strings.HasPrefix(hash, target) {
+				target = hash
+				break
+			}
+		}
+	}
+	if len(target) != 40 {
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertFailedReason,
+			"rollback to %q: name a revision of the history (7 or more hex digits of its commit) or previous", value)
+		return nil
+	}
+	return r.revert(ctx, obj, applied, target, "manual rollback to "+target+" requested", true)
+}
+
+// lastHealthy is the newest revision of the history that was healthy, other than rev.
+func lastHealthy(obj *v1alpha1.ImmutableRelease, rev string) string {
+	for _, h := range obj.Status.History {
+		if h.Result == v1alpha1.ReleaseHealthy && h.Revision != rev {
+			return h.Revision
+		}
+	}
+	return ""
+}
+
+// revert pushes a revert of the commits after target, up to failedRev, under spec.path.
+// manual is true for a rollback a person asked for: the reverted revision did not fail, so
+// it is not marked Failed and its digests are not quarantined.
+func (r *ImmutableReleaseReconciler) revert(ctx context.Context, obj *v1alpha1.ImmutableRelease, failedRev, target, reason string, manual bool) error {
 	auth, err := r.gitAuth(ctx, obj)
 	if err != nil {
 		return err
@@ -56,7 +101,7 @@ func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, rea
 	}
 	res, err := r.Git.Revert(ctx, git.RevertRequest{
 		URL: obj.Spec.Git.URL, Branch: obj.Spec.Git.Ref.Branch, Auth: auth, Path: obj.Spec.Path,
-		Healthy: git.RevisionHash(healthyRev), Failed: git.RevisionHash(failedRev),
+		Healthy: target, Failed: git.RevisionHash(failedRev),
 		Release: obj.Namespace + "/" + obj.Name, Reason: reason,
 		AuthorName: author.Name, AuthorEmail: author.Email,
 	})
@@ -74,29 +119,40 @@ func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, rea
 	for _, c := range res.Reverted {
 		reverted = append(reverted, c.Hash)
 	}
-	recordRollback(obj, failedRev, res.Commit, reverted, reason)
+	recordRollback(obj, failedRev, res.Commit, reverted, reason, !manual)
 	r.event(obj, corev1.EventTypeWarning, "RolledBack", "Rollback",
-		fmt.Sprintf("Revision %s failed; pushed revert commit %s to %s reverting %d commits", failedRev, res.Commit, obj.Spec.Git.Ref.Branch, len(reverted)))
+		fmt.Sprintf("Pushed revert commit %s to %s, reverting %d commits after %s: %s", res.Commit, obj.Spec.Git.Ref.Branch, len(reverted), short(target), reason))
 	r.requestFreshGitCheck(obj)
 	return nil
 }
 
+func short(hash string) string {
+	if len(hash) > 7 {
+		return hash[:7]
+	}
+	return hash
+}
+
 // recordRollback notes the revert in the status and in the failed revision's history entry.
-func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string) {
+func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string, failed bool) {
 	var failedImages []v1alpha1.WorkloadImage
 	for _, im := range obj.Status.Images {
-		failedImages = append(failedImages, v1alpha1.WorkloadImage{Workload: im.Workload, Container: im.Container, Image: im.Image})
+		if failed {
+			failedImages = append(failedImages, v1alpha1.WorkloadImage{Workload: im.Workload, Container: im.Container, Image: im.Image})
+		}
 	}
 	obj.Status.LastRollback = &v1alpha1.Rollback{FailedRevision: failedRev, RevertCommit: commit,
 		RevertedCommits: reverted, Reason: reason, Time: metav1.Now(), FailedImages: failedImages}
 	for i := range obj.Status.History {
 		if obj.Status.History[i].Revision == failedRev {
-			obj.Status.History[i].Result = v1alpha1.ReleaseFailed
+			if failed {
+				obj.Status.History[i].Result = v1alpha1.ReleaseFailed
+			}
 			obj.Status.History[i].RevertedBy = commit
 		}
 	}
 	conditions.MarkTrue(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertPushedReason,
-		"revision %s failed; revert commit %s is in Git", failedRev, commit)
+		"revision %s reverted by commit %s in Git", failedRev, commit)
 }
 
 // recordRevertFromGit derives the rollback from the revert commit's trailers when it is
@@ -108,7 +164,7 @@ func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
 	}
 	for _, h := range obj.Status.History {
 		if git.RevisionHash(h.Revision) == failed && (obj.Status.LastRollback == nil || obj.Status.LastRollback.RevertCommit != commit.Hash) {
-			recordRollback(obj, h.Revision, commit.Hash, nil, "")
+			recordRollback(obj, h.Revision, commit.Hash, nil, "", h.Result == v1alpha1.ReleaseFailed)
 			return
 		}
 	}

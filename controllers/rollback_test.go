@@ -112,3 +112,37 @@ func TestRollbackByRevert(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 	g.Expect(get(g, obj).Status.Quarantine).To(BeEmpty())
 }
+
+// TestManualRollback: kubectl release rollback --to reverts, in Git, the commits after that
+// revision; then the older digests run. The reverted revision is not marked failed.
+func TestManualRollback(t *testing.T) {
+	g := NewWithT(t)
+	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
+	first, err := repo.Head()
+	g.Expect(err).NotTo(HaveOccurred())
+	second := commit(t, repo, "Release 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
+	code, _, _ := kubectlRelease("reconcile", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK))
+
+	code, out, errOut := kubectlRelease("rollback", "shop", "-n", ns, "--to", first[:8], "--timeout", "1m")
+	g.Expect(code).To(Equal(cli.ExitOK), errOut)
+	g.Expect(out).To(MatchRegexp(`reverted in Git by commit [0-9a-f]{40}, now applied`))
+	g.Eventually(func(g Gomega) {
+		g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV1))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Expect(repo.Git("pull", "-q", "--ff-only", "origin", "main")).To(Succeed())
+	msg, err := repo.Output("log", "-1", "--format=%B")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(msg).To(ContainSubstring("This reverts commit " + second + "."))
+	g.Expect(msg).To(ContainSubstring("Reason: manual rollback to " + first + " requested"))
+
+	cur := get(g, obj)
+	g.Expect(cur.Status.History[1].Revision).To(Equal("main@sha1:" + second))
+	g.Expect(cur.Status.History[1].Result).To(Equal(v1alpha1.ReleaseHealthy))
+	g.Expect(cur.Status.History[1].RevertedBy).NotTo(BeEmpty())
+	g.Expect(cur.Status.Quarantine).To(BeEmpty())
+
+	code, _, errOut = kubectlRelease("rollback", "shop", "-n", ns, "--to", "nothing", "--timeout", "30s")
+	g.Expect(code).To(Equal(cli.ExitFailed))
+	g.Expect(errOut).To(ContainSubstring("name a revision of the history"))
+}

@@ -111,6 +111,12 @@ type RollbackSpec struct {
 	Quarantine *bool `json:"quarantine,omitempty"`
 }
 
+// RollbackToAnnotation asks for a manual rollback: the commits after the named revision (a
+// commit SHA, or "previous" for the last healthy revision before the applied one) that
+// changed spec.path are reverted in Git. Its value is "<revision>@<token>"; a new token asks
+// again (the reconcile-request pattern).
+const RollbackToAnnotation = "release.immutable.dev/rollback-to"
+
 // UnquarantineAnnotation lifts the quarantine of the digest it names.
 const UnquarantineAnnotation = "release.immutable.dev/unquarantine"
 
@@ -276,6 +282,10 @@ type ImmutableReleaseStatus struct {
 	// quarantine lists digests of reverted revisions that are refused until lifted.
 	// +optional
 	Quarantine []QuarantinedDigest `json:"quarantine,omitempty"`
+
+	// lastHandledRollbackTo is the last rollback-to annotation value acted on.
+	// +optional
+	LastHandledRollbackTo string `json:"lastHandledRollbackTo,omitempty"`
 
 	// lastRollback describes the last revert pushed for a failed revision.
 	// +optional

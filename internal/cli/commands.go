@@ -260,6 +260,62 @@ func (o *options) suspendCommand(suspend bool) *cobra.Command {
 	}
 }
 
+func (o *options) rollbackCommand() *cobra.Command {
+	var (
+		to      string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "rollback NAME",
+		Short: "Revert, in Git, the commits after a revision; wait and print the revert commit",
+		Args:  exactlyOne,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, rel, err := o.getRelease(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			value := to + "@" + time.Now().Format(time.RFC3339Nano)
+			patch := client.MergeFrom(rel.DeepCopy())
+			if rel.Annotations == nil {
+				rel.Annotations = map[string]string{}
+			}
+			rel.Annotations[v1alpha1.RollbackToAnnotation] = value
+			if err := c.Patch(ctx, rel, patch); err != nil {
+				return err
+			}
+			p := &progress{out: o.out, on: o.color}
+			deadline := time.Now().Add(timeout)
+			for {
+				if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil {
+					return err
+				}
+				rb := findCondition(rel, v1alpha1.RolledBackCondition)
+				if rel.Status.LastHandledRollbackTo == value && rb != nil {
+					if rb.Status != metav1.ConditionTrue {
+						p.done()
+						return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", rb.Reason, rb.Message)}
+					}
+					if lr := rel.Status.LastRollback; lr != nil && strings.HasSuffix(rel.Status.LastAppliedRevision, lr.RevertCommit) {
+						p.done()
+						fmt.Fprintf(o.out, "%s reverted in Git by commit %s, now applied\n", o.paint(green, "✔"), lr.RevertCommit)
+						return nil
+					}
+				}
+				if time.Now().After(deadline) {
+					p.done()
+					return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for the rollback of %s/%s", timeout, rel.Namespace, rel.Name)}
+				}
+				p.tick("waiting for the revert")
+				time.Sleep(200 * time.Millisecond)
+			}
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "previous", "The revision to go back to: 7 or more hex digits of its commit, or previous (the last healthy one).")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "How long to wait for the revert to be applied.")
+	return cmd
+}
+
 func (o *options) unquarantineCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "unquarantine NAME DIGEST",
