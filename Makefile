@@ -46,6 +46,11 @@ vet: ## Run go vet.
 test: manifests generate vet control-plane ## Run all tests against a real kube-apiserver, etcd and Git server (builds them first).
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: e2e
+e2e: control-plane ## Run the end-to-end stories: the operator binary, installed with kubectl, on the full local control plane.
+	go vet -tags e2e ./e2e
+	go test -tags e2e -count=1 -timeout 20m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'
+
 .PHONY: control-plane
 control-plane: ## Build the local control plane binaries into bin/ (about 15 minutes the first time).
 	@hack/build-test-binaries.sh

@@ -123,7 +123,9 @@ func TestWorkloadsRollOut(t *testing.T) {
 
 		g.Consistently(func(g Gomega) {
 			g.Expect(cl.Get(ctx, client.ObjectKeyFromObject(deploy), deploy)).To(Succeed())
-			g.Expect(condition(deploy, appsv1.DeploymentAvailable)).To(Equal(corev1.ConditionFalse))
+			// Not True: the deployment controller may not have written the condition yet
+			// (it is then absent), but it must never say Available.
+			g.Expect(condition(deploy, appsv1.DeploymentAvailable)).NotTo(Equal(corev1.ConditionTrue))
 			g.Expect(deploy.Status.AvailableReplicas).To(BeZero())
 			pod := onlyPod(ctx, g, cl, deploy)
 			g.Expect(podReady(pod)).To(BeFalse())
