@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -163,6 +164,12 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 	c := v.(lastCheck)
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
 	if c.generation != obj.Generation || c.token != token {
+		return true, true
+	}
+	var f *failure
+	if c.err != nil && !(errors.As(c.err, &f) && f.stalled) {
+		// A failure that retrying can fix (Git unreachable, a missing Secret, a refused
+		// apply) is retried against Git itself, fresh, with backoff.
 		return true, true
 	}
 	return time.Since(c.at) >= obj.GetRequeueAfter(), false

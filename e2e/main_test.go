@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +47,9 @@ func run(m *testing.M) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "e2e:", err); return 1 }
 
 	for _, cmd := range []string{"manager", "kubectl-release"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(env.bin, cmd), "./cmd/"+cmd).CombinedOutput()
+		build := exec.Command("go", "build", "-o", filepath.Join(env.bin, cmd), "./cmd/"+cmd)
+		build.Dir = env.root
+		out, err := build.CombinedOutput()
 		if err != nil {
 			return fail(fmt.Errorf("building %s: %v: %s", cmd, err, out))
 		}
@@ -109,7 +112,9 @@ type operator struct {
 	log     string
 	storage string
 	config  string
+	probe   string
 	args    []string
+	exited  chan error
 }
 
 func startOperator() (*operator, error) {
@@ -139,7 +144,9 @@ func startOperator() (*operator, error) {
 	}
 	webhook := freeAddr()
 	env.webhookURL = "http://" + webhook + "/hook"
-	o.args = []string{"--leader-elect", "--metrics-bind-address=" + freeAddr(), "--health-probe-bind-address=" + freeAddr(),
+	o.probe = freeAddr()
+	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
+		"--metrics-bind-address=" + freeAddr(), "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
 		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
 	return o, o.start()
@@ -152,13 +159,44 @@ func (o *operator) start() error {
 	}
 	o.cmd = exec.Command(filepath.Join(env.bin, "manager"), o.args...)
 	o.cmd.Stdout, o.cmd.Stderr = logf, logf
-	return o.cmd.Start()
+	if err := o.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- o.cmd.Wait() }()
+	// Ready when its readiness probe answers; a start-up failure shows its log.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(o.log)
+			return fmt.Errorf("the operator exited: %v: %s", err, tail(string(log), 2000))
+		default:
+		}
+		if resp, err := http.Get("http://" + o.probe + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				o.exited = exited
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("the operator was not ready within 30s; log: %s", o.log)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 // kill stops the operator with SIGKILL, as a node failure would.
 func (o *operator) kill() {
 	_ = o.cmd.Process.Kill()
-	_, _ = o.cmd.Process.Wait()
+	if o.exited != nil {
+		<-o.exited
+	}
 }
 
 func (o *operator) stop() {

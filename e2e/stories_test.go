@@ -238,6 +238,12 @@ func specGitServerDown(t *testing.T) {
 	}
 	s.must(env.gitProxy.start())
 	restarted = true
+	if resp, err := http.Get(s.url + "/info/refs?service=git-upload-pack"); err != nil {
+		t.Logf("the Git server is not reachable through the proxy: %v", err)
+	} else {
+		resp.Body.Close()
+		t.Logf("Git server back at %s (%s)", time.Now().Format("15:04:05.000"), resp.Status)
+	}
 	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=2m")
 }
 

@@ -39,10 +39,12 @@ func main() {
 		webhookAddr   string
 		webhookSecret string
 		watchSelector string
+		leaderNS      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&leaderNS, "leader-election-namespace", "", "The namespace of the leader election lease; defaults to the pod's own namespace in a cluster.")
 	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
 	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
 	flag.DurationVar(&healthPolling, "health-poll-interval", 2*time.Second, "How often a rollout in progress is looked at.")
@@ -66,12 +68,13 @@ func main() {
 	}
 	cfg := ctrl.GetConfigOrDie()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  cacheOpts,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "immutable-release.release.immutable.dev",
+		Scheme:                  scheme,
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "immutable-release.release.immutable.dev",
+		LeaderElectionNamespace: leaderNS,
 	})
 	if err != nil {
 		log.Error(err, "Failed to create the manager")
