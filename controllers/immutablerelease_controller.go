@@ -59,6 +59,8 @@ type ImmutableReleaseReconciler struct {
 
 	watches watcher
 	prevent preventPolicy
+	// clients holds one uncached client per identity the operator acts as ("" for itself).
+	clients sync.Map
 }
 
 // Options tune the reconciler.

@@ -97,17 +97,26 @@ func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, fre
 }
 
 // clientFor returns an uncached client that acts as the release's service account when it
-// names one. Uncached: the operator must not keep informers on every kind it applies.
+// names one. Uncached: the operator must not keep informers on every kind it applies. One
+// client per identity is kept, since building one per reconcile costs on the hot path.
 func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (client.Client, error) {
-	cfg := rest.CopyConfig(r.Config)
+	user := ""
 	if sa := obj.Spec.ServiceAccountName; sa != "" {
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)}
+		user = fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)
+	}
+	if c, ok := r.clients.Load(user); ok {
+		return c.(client.Client), nil
+	}
+	cfg := rest.CopyConfig(r.Config)
+	if user != "" {
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	}
 	c, err := client.New(cfg, client.Options{Scheme: r.Scheme, Mapper: r.RESTMapper()})
 	if err != nil {
 		return nil, fmt.Errorf("creating a client: %w", err)
 	}
-	return c, nil
+	actual, _ := r.clients.LoadOrStore(user, c)
+	return actual.(client.Client), nil
 }
 
 // fetchSource lists the remote and checks out the commit the reference points at.
