@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -188,43 +189,23 @@ func (o *options) reconcileCommand() *cobra.Command {
 				return &exitError{code: ExitFailed, err: fmt.Errorf("%s/%s is suspended: kubectl release resume %s", rel.Namespace, rel.Name, rel.Name)}
 			}
 			token := time.Now().Format(time.RFC3339Nano)
-			patch := client.MergeFrom(rel.DeepCopy())
-			if rel.Annotations == nil {
-				rel.Annotations = map[string]string{}
-			}
-			rel.Annotations[meta.ReconcileRequestAnnotation] = token
-			if err := c.Patch(ctx, rel, patch); err != nil {
+			if err := annotate(ctx, c, rel, meta.ReconcileRequestAnnotation, token); err != nil {
 				return err
 			}
-			p := &progress{out: o.out, on: o.color}
-			deadline := time.Now().Add(timeout)
-			for {
-				if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil {
-					return err
-				}
+			return o.wait(ctx, c, rel, timeout, func() (string, bool, error) {
 				ready := findCondition(rel, meta.ReadyCondition)
-				if rel.Status.LastHandledReconcileAt == token && ready != nil {
-					switch ready.Status {
-					case metav1.ConditionTrue:
-						p.done()
-						fmt.Fprintf(o.out, "%s %s\n", o.paint(green, "✔"), ready.Message)
-						return nil
-					case metav1.ConditionFalse:
-						p.done()
-						return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", ready.Reason, ready.Message)}
-					}
+				if rel.Status.LastHandledReconcileAt != token || ready == nil {
+					return "waiting for the operator", false, nil
 				}
-				if time.Now().After(deadline) {
-					p.done()
-					return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for %s/%s to be reconciled", timeout, rel.Namespace, rel.Name)}
+				switch ready.Status {
+				case metav1.ConditionTrue:
+					return ready.Message, true, nil
+				case metav1.ConditionFalse:
+					return "", true, &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", ready.Reason, ready.Message)}
+				default:
+					return ready.Message, false, nil
 				}
-				msg := "waiting for the operator"
-				if ready != nil && rel.Status.LastHandledReconcileAt == token {
-					msg = ready.Message
-				}
-				p.tick(msg)
-				time.Sleep(200 * time.Millisecond)
-			}
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "How long to wait for the outcome.")
@@ -276,39 +257,22 @@ func (o *options) rollbackCommand() *cobra.Command {
 				return err
 			}
 			value := to + "@" + time.Now().Format(time.RFC3339Nano)
-			patch := client.MergeFrom(rel.DeepCopy())
-			if rel.Annotations == nil {
-				rel.Annotations = map[string]string{}
-			}
-			rel.Annotations[v1alpha1.RollbackToAnnotation] = value
-			if err := c.Patch(ctx, rel, patch); err != nil {
+			if err := annotate(ctx, c, rel, v1alpha1.RollbackToAnnotation, value); err != nil {
 				return err
 			}
-			p := &progress{out: o.out, on: o.color}
-			deadline := time.Now().Add(timeout)
-			for {
-				if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil {
-					return err
-				}
+			return o.wait(ctx, c, rel, timeout, func() (string, bool, error) {
 				rb := findCondition(rel, v1alpha1.RolledBackCondition)
-				if rel.Status.LastHandledRollbackTo == value && rb != nil {
-					if rb.Status != metav1.ConditionTrue {
-						p.done()
-						return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", rb.Reason, rb.Message)}
-					}
-					if lr := rel.Status.LastRollback; lr != nil && strings.HasSuffix(rel.Status.LastAppliedRevision, lr.RevertCommit) {
-						p.done()
-						fmt.Fprintf(o.out, "%s reverted in Git by commit %s, now applied\n", o.paint(green, "✔"), lr.RevertCommit)
-						return nil
-					}
+				if rel.Status.LastHandledRollbackTo != value || rb == nil {
+					return "waiting for the revert", false, nil
 				}
-				if time.Now().After(deadline) {
-					p.done()
-					return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for the rollback of %s/%s", timeout, rel.Namespace, rel.Name)}
+				if rb.Status != metav1.ConditionTrue {
+					return "", true, &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", rb.Reason, rb.Message)}
 				}
-				p.tick("waiting for the revert")
-				time.Sleep(200 * time.Millisecond)
-			}
+				if lr := rel.Status.LastRollback; lr != nil && strings.HasSuffix(rel.Status.LastAppliedRevision, lr.RevertCommit) {
+					return fmt.Sprintf("reverted in Git by commit %s, now applied", lr.RevertCommit), true, nil
+				}
+				return "waiting for the revert to be applied", false, nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "previous", "The revision to go back to: 7 or more hex digits of its commit, or previous (the last healthy one).")
@@ -338,17 +302,53 @@ func (o *options) unquarantineCommand() *cobra.Command {
 			if !found {
 				return &exitError{code: ExitNotFound, err: fmt.Errorf("%s is not quarantined in %s/%s", args[1], rel.Namespace, rel.Name)}
 			}
-			patch := client.MergeFrom(rel.DeepCopy())
-			if rel.Annotations == nil {
-				rel.Annotations = map[string]string{}
-			}
-			rel.Annotations[v1alpha1.UnquarantineAnnotation] = args[1]
-			if err := c.Patch(cmd.Context(), rel, patch); err != nil {
+			if err := annotate(cmd.Context(), c, rel, v1alpha1.UnquarantineAnnotation, args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(o.out, "lifted the quarantine of %s in %s/%s\n", args[1], rel.Namespace, rel.Name)
 			return nil
 		},
+	}
+}
+
+// annotate sets one annotation on the release.
+func annotate(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRelease, key, value string) error {
+	patch := client.MergeFrom(rel.DeepCopy())
+	if rel.Annotations == nil {
+		rel.Annotations = map[string]string{}
+	}
+	rel.Annotations[key] = value
+	return c.Patch(ctx, rel, patch)
+}
+
+// wait re-reads the release until check says done, showing check's message as progress;
+// on success it prints the final message with a check mark.
+func (o *options) wait(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRelease, timeout time.Duration,
+	check func() (msg string, done bool, err error)) error {
+	p := &progress{out: o.out, on: o.color}
+	defer p.done()
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil {
+			return err
+		}
+		msg, done, err := check()
+		if done {
+			p.done()
+			if err == nil {
+				fmt.Fprintf(o.out, "%s %s\n", o.paint(green, "✔"), msg)
+			}
+			return err
+		}
+		if time.Now().After(deadline) {
+			return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for %s/%s: %s", timeout, rel.Namespace, rel.Name, msg)}
+		}
+		p.tick(msg)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
