@@ -10,8 +10,8 @@ import (
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/ssa"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -164,28 +164,41 @@ func (r *ImmutableReleaseReconciler) startRolloutIfChanged(s *scope, cs *ssa.Cha
 	}
 }
 
-// preventPolicy remembers whether the Prevent policy is installed, so that it is applied or
-// deleted only when that changes, not at every reconcile.
+// preventPolicy tracks which releases use drift mode Prevent and whether the policy is
+// installed, so that the policy is applied or deleted only when that changes, without
+// listing every release at every reconcile.
 type preventPolicy struct {
 	mu        sync.Mutex
+	releases  map[types.NamespacedName]bool
 	installed *bool
 }
 
 // reconcilePreventPolicy keeps the ValidatingAdmissionPolicy of drift mode Prevent while
-// any release uses that mode, and removes it when none does.
-func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context) error {
-	var list v1alpha1.ImmutableReleaseList
-	if err := r.List(ctx, &list); err != nil {
-		return err
-	}
-	want := false
-	for _, rel := range list.Items {
-		if rel.DeletionTimestamp.IsZero() && rel.GetDriftMode() == v1alpha1.DriftPrevent {
-			want = true
-		}
-	}
+// any release uses that mode, and removes it when none does. obj is the release just
+// reconciled; gone says it is being deleted.
+func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context, obj *v1alpha1.ImmutableRelease, gone bool) error {
 	r.prevent.mu.Lock()
 	defer r.prevent.mu.Unlock()
+	if r.prevent.releases == nil {
+		// First use in this process: learn every release's mode once.
+		var list v1alpha1.ImmutableReleaseList
+		if err := r.List(ctx, &list); err != nil {
+			return err
+		}
+		r.prevent.releases = map[types.NamespacedName]bool{}
+		for _, rel := range list.Items {
+			if rel.DeletionTimestamp.IsZero() && rel.GetDriftMode() == v1alpha1.DriftPrevent {
+				r.prevent.releases[client.ObjectKeyFromObject(&rel)] = true
+			}
+		}
+	}
+	key := client.ObjectKeyFromObject(obj)
+	if !gone && obj.GetDriftMode() == v1alpha1.DriftPrevent {
+		r.prevent.releases[key] = true
+	} else {
+		delete(r.prevent.releases, key)
+	}
+	want := len(r.prevent.releases) > 0
 	if r.prevent.installed != nil && *r.prevent.installed == want {
 		return nil
 	}
@@ -204,7 +217,7 @@ func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context)
 		} else {
 			err = client.IgnoreNotFound(r.Delete(ctx, o))
 		}
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err != nil {
 			return fmt.Errorf("reconciling the admission policy %s: %w", admission.PolicyName, err)
 		}
 	}

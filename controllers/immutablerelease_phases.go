@@ -80,7 +80,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err := r.watches.ensure(s.objects); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcilePreventPolicy(ctx); err != nil {
+	if err := r.reconcilePreventPolicy(ctx, obj, false); err != nil {
 		return ctrl.Result{}, err
 	}
 	return r.checkHealth(ctx, s)
@@ -341,5 +341,5 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 	}
 	r.forgetGitCheck(obj)
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
-	return r.reconcilePreventPolicy(ctx)
+	return r.reconcilePreventPolicy(ctx, obj, true)
 }
