@@ -99,7 +99,7 @@ func NewCommand(stdout io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	o.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.getCommand(), o.statusCommand(), o.historyCommand(), o.reconcileCommand(),
-		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand())
+		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand(), o.verifyCommand())
 	return root
 }
 
