@@ -164,11 +164,12 @@ applied the manifests with server-side apply, waited for the rollout to be healt
 back an image changed in place, had the API server refuse the next one, applied a new
 release pushed to Git, and rolled a broken one back by reverting it in Git.
 
-Everything keeps running. Explore:
-    source .demo/env
-    kubectl -n \$NAMESPACE get imr shop -o yaml               # conditions, images, inventory, history
-    git clone \$GIT_URL shop && cd shop                       # change a digest, commit, push, then:
-    kubectl -n \$NAMESPACE annotate --overwrite imr shop reconcile.fluxcd.io/requestedAt="\$(date +%s)"
+Everything keeps running. Explore (the README has a walk-through):
+    source .demo/env && export PATH=\$PWD/bin:\$PATH
+    kubectl release status shop -n \$NAMESPACE               # conditions, images desired and running
+    kubectl -n \$NAMESPACE get imr shop -o yaml               # the whole status
+    git clone \$GIT_URL shop                                  # change a digest, commit, push, then:
+    kubectl release reconcile shop -n \$NAMESPACE
     tail -f .demo/operator.log
 
 Stop everything with: make demo-down
