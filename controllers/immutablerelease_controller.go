@@ -61,6 +61,8 @@ type ImmutableReleaseReconciler struct {
 	prevent preventPolicy
 	// clients holds one uncached client per identity the operator acts as ("" for itself).
 	clients sync.Map
+	// pendingCorrections are drift corrections not yet in a written status.
+	pendingCorrections counters
 }
 
 // Options tune the reconciler.

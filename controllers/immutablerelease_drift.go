@@ -95,7 +95,9 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
 	}
 	r.startRolloutIfChanged(s, cs)
-	obj.Status.DriftCorrections += int64(len(drifts))
+	// Counted through pendingCorrections: if this reconcile's status write is dropped (a
+	// conflict), the next one finds no drift left and would not count it again.
+	r.pendingCorrections.add(client.ObjectKeyFromObject(obj), int64(len(drifts)))
 	driftCorrections.WithLabelValues(obj.Namespace, obj.Name).Add(float64(len(drifts)))
 	r.event(obj, corev1.EventTypeNormal, v1alpha1.DriftCorrectedReason, "CorrectDrift",
 		fmt.Sprintf("Put back revision %s: %s", s.revision, joinDrifts(drifts)))
@@ -223,4 +225,35 @@ func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context,
 	}
 	r.prevent.installed = &want
 	return nil
+}
+
+// counters holds per-release counts that must reach the status even when the status write
+// of the reconcile that counted them is dropped.
+type counters struct {
+	mu sync.Mutex
+	n  map[types.NamespacedName]int64
+}
+
+func (c *counters) add(key types.NamespacedName, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[types.NamespacedName]int64{}
+	}
+	c.n[key] += n
+}
+
+func (c *counters) get(key types.NamespacedName) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
+}
+
+// written removes n once the status that holds it is written.
+func (c *counters) written(key types.NamespacedName, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[key] -= n; c.n[key] <= 0 {
+		delete(c.n, key)
+	}
 }

@@ -90,7 +90,14 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	}
 	recordReady(obj, conditions.IsReady(obj), !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer))
 
-	if perr := r.patch(ctx, obj, before); perr != nil {
+	key := client.ObjectKeyFromObject(obj)
+	corrections := r.pendingCorrections.get(key)
+	obj.Status.DriftCorrections += corrections
+	perr := r.patch(ctx, obj, before)
+	if perr == nil {
+		r.pendingCorrections.written(key, corrections)
+	}
+	if perr != nil {
 		if apierrors.IsConflict(perr) {
 			// The object changed since it was read (the cache can lag behind our own last
 			// write): this reconcile's view was stale, so its status is dropped and the
