@@ -110,7 +110,10 @@ func TestRollbackByRevert(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + deadDigest))
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
-	g.Expect(get(g, obj).Status.Quarantine).To(BeEmpty())
+	// The status is written at the end of the reconcile that applied it.
+	g.Eventually(func(g Gomega) {
+		g.Expect(get(g.(*WithT), obj).Status.Quarantine).To(BeEmpty())
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 }
 
 // TestManualRollback: kubectl release rollback --to reverts, in Git, the commits after that
