@@ -23,8 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
@@ -63,6 +66,15 @@ type ImmutableReleaseReconciler struct {
 	clients sync.Map
 	// pendingCorrections are drift corrections not yet in a written status.
 	pendingCorrections counters
+	// pushes holds, per release, when a webhook last announced a push it follows;
+	// notifications queues those releases (see Notify).
+	pushes        sync.Map // types.NamespacedName -> time.Time
+	notifications chan event.GenericEvent
+	// outdated holds, per release, the resourceVersion this process last wrote over: a
+	// cached copy still at it is older than what the API server has.
+	outdated sync.Map
+	// snapshots holds, per release, the live objects last found equal to Git.
+	snapshots sync.Map // types.NamespacedName -> snapshot
 }
 
 // Options tune the reconciler.
@@ -92,7 +104,7 @@ type lastCheck struct {
 // SetupWithManager registers the reconciler.
 func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.HealthPollInterval == 0 {
-		r.Options.HealthPollInterval = 2 * time.Second
+		r.Options.HealthPollInterval = 10 * time.Second
 	}
 	if r.Options.Limits == (manifest.Limits{}) {
 		r.Options.Limits = manifest.DefaultLimits
@@ -100,10 +112,12 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
+	r.notifications = make(chan event.GenericEvent, 1024)
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImmutableRelease{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, predicate.AnnotationChangedPredicate{}),
 		)).
+		WatchesRawSource(source.Channel(r.notifications, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.Options.MaxConcurrentReconciles, 1),
 			// Failures are retried with backoff, but never more than 30s apart: a Git server
@@ -125,6 +139,11 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	obj := &v1alpha1.ImmutableRelease{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if rv, ok := r.outdated.Load(req.NamespacedName); ok && rv == obj.ResourceVersion {
+		// The cache has not yet seen this process's own last write: working from this copy
+		// would redo that work and then lose the status write to a conflict.
+		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 
 	if obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer) {
@@ -157,32 +176,41 @@ func requeue(obj *v1alpha1.ImmutableRelease, polling time.Duration) ctrl.Result 
 }
 
 // gitCheckDue says whether this reconcile must list the remote and apply: the first time in
-// this process, after a spec change or a reconcile request, and once per interval. fresh
-// says the remote head must be listed now, not taken from another release's recent answer:
-// someone asked for this reconcile, likely right after a push.
-func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease) (due, fresh bool) {
-	v, ok := r.checks.Load(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
+// this process, after a spec change, a reconcile request or a push announced by a webhook,
+// and once per interval. notBefore is how old a listing of the remote, made for another
+// release on the same repository, may be to serve this one: as of now when someone asked
+// (likely right after a push), as of the push when a webhook announced one, and half an
+// interval when polling, so that a fleet on one repository lists it about once an interval.
+func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease) (due bool, notBefore time.Time) {
+	now := time.Now()
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	v, ok := r.checks.Load(key)
 	if !ok || obj.Status.LastAttemptedRevision == "" {
-		return true, false
+		return true, now.Add(-time.Second)
 	}
 	c := v.(lastCheck)
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
 	if c.generation != obj.Generation || c.token != token {
-		return true, true
+		return true, now
+	}
+	if p, ok := r.pushes.Load(key); ok && p.(time.Time).After(c.at) {
+		return true, p.(time.Time)
 	}
 	var f *failure
 	if c.err != nil && !(errors.As(c.err, &f) && f.stalled) {
 		// A failure that retrying can fix (Git unreachable, a missing Secret, a refused
 		// apply) is retried against Git itself, fresh, with backoff.
-		return true, true
+		return true, now
 	}
-	return time.Since(c.at) >= obj.GetRequeueAfter(), false
+	interval := obj.GetRequeueAfter()
+	return now.Sub(c.at) >= interval, now.Add(-interval / 2)
 }
 
-// recordGitCheck remembers what a check of Git gave, for the reconciles until the next one.
-func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, err error) {
+// recordGitCheck remembers what a check of Git begun at checked gave, for the reconciles
+// until the next one.
+func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, checked time.Time, err error) {
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	c := lastCheck{at: time.Now(), generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
+	c := lastCheck{at: checked, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
 	for _, o := range s.objects {
 		c.objects = append(c.objects, o.DeepCopy())
 	}
@@ -204,8 +232,12 @@ func (r *ImmutableReleaseReconciler) lastGitCheck(obj *v1alpha1.ImmutableRelease
 	return c, true
 }
 
-func (r *ImmutableReleaseReconciler) forgetGitCheck(obj *v1alpha1.ImmutableRelease) {
-	r.checks.Delete(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
+// forget drops what this process remembers of a release that is gone.
+func (r *ImmutableReleaseReconciler) forget(obj *v1alpha1.ImmutableRelease) {
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	for _, m := range []*sync.Map{&r.checks, &r.pushes, &r.outdated, &r.snapshots} {
+		m.Delete(key)
+	}
 }
 
 // event records an event about the release.

@@ -90,6 +90,7 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	if len(drifts) == 0 {
 		return nil
 	}
+	r.forgetSnapshot(obj)
 	cs, err := s.applier.Apply(ctx, s.objects)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
@@ -109,12 +110,14 @@ func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) 
 	var (
 		drifts   []objectDrift
 		injected []v1alpha1.WorkloadImage
+		lives    []*unstructured.Unstructured
 	)
 	for _, o := range s.objects {
 		live, merged, err := s.applier.Diff(ctx, o)
 		if err != nil {
 			return nil, nil, err
 		}
+		lives = append(lives, live)
 		name := manifest.ObjectName(o)
 		if live == nil {
 			drifts = append(drifts, objectDrift{object: name, deleted: true})
@@ -124,6 +127,9 @@ func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) 
 			drifts = append(drifts, objectDrift{object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
 		}
 		injected = append(injected, injectedContainers(name, o, live)...)
+	}
+	if len(drifts) == 0 {
+		r.recordSnapshot(s, lives)
 	}
 	return drifts, injected, nil
 }

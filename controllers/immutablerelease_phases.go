@@ -35,8 +35,10 @@ type scope struct {
 	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
 	changed bool
-	client  client.Client
-	applier *apply.Applier
+	// checkedGit says this reconcile listed Git rather than reuse the last check.
+	checkedGit bool
+	client     client.Client
+	applier    *apply.Applier
 }
 
 // reconcile runs the steps in order. Git is listed and the manifests built once per
@@ -55,9 +57,11 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 
-	if due, fresh := r.gitCheckDue(obj); due {
-		err := r.checkGit(ctx, s, fresh)
-		r.recordGitCheck(obj, s, err)
+	if due, notBefore := r.gitCheckDue(obj); due {
+		checked := time.Now()
+		s.checkedGit = true
+		err := r.checkGit(ctx, s, notBefore)
+		r.recordGitCheck(obj, s, checked, err)
 		if err != nil {
 			return requeue(obj, 0), err
 		}
@@ -69,9 +73,15 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		s.revision, s.commit, s.objects = last.revision, last.commit, last.objects
 	}
 
-	if obj.Status.LastAppliedRevision != s.revision || obj.Status.ObservedGeneration != obj.Generation || obj.Status.Inventory == nil {
+	settled := obj.Status.ObservedGeneration == obj.Generation && obj.Status.Inventory != nil
+	switch {
+	case settled && r.unchangedSinceSnapshot(ctx, s):
+		// Nobody changed the live objects and Git asks for the same ones (a commit that
+		// did not touch this release's path): nothing to apply or compare.
+		obj.Status.LastAppliedRevision = s.revision
+	case !settled || obj.Status.LastAppliedRevision != s.revision:
 		err = r.apply(ctx, s)
-	} else {
+	default:
 		err = r.handleDrift(ctx, s)
 	}
 	if err != nil {
@@ -87,8 +97,8 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 }
 
 // checkGit lists the remote, checks out the revision and builds its manifests.
-func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, fresh bool) error {
-	release, err := r.fetchSource(ctx, s, fresh)
+func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, notBefore time.Time) error {
+	release, err := r.fetchSource(ctx, s, notBefore)
 	if err != nil {
 		return err
 	}
@@ -119,8 +129,9 @@ func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (
 	return actual.(client.Client), nil
 }
 
-// fetchSource lists the remote and checks out the commit the reference points at.
-func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, fresh bool) (release func(), err error) {
+// fetchSource lists the remote (or reuses a listing made at or after notBefore) and checks
+// out the commit the reference points at.
+func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, notBefore time.Time) (release func(), err error) {
 	obj := s.obj
 	auth, err := r.gitAuth(ctx, obj)
 	if err != nil {
@@ -128,7 +139,7 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	}
 	ref := gitReference(obj)
 	listStart := time.Now()
-	hash, err := r.Git.Resolve(ctx, obj.Spec.Git.URL, ref, auth, fresh)
+	hash, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
 	if err != nil {
 		return nil, retry(v1alpha1.GitOperationFailedReason, err)
@@ -205,6 +216,7 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 // apply applies the objects, prunes what left Git, and records the revision.
 func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error {
 	obj := s.obj
+	r.forgetSnapshot(obj)
 	cs, err := s.applier.Apply(ctx, s.objects)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("applying revision %s: %w", s.revision, err))
@@ -246,6 +258,10 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 // checkHealth judges the rollout of the applied objects, without waiting.
 func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) (ctrl.Result, error) {
 	obj := s.obj
+	if !s.checkedGit && conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
+		// Nothing changed since the verdict, status included; each interval looks again.
+		return requeue(obj, 0), nil
+	}
 	objects, err := apply.Objects(obj.Status.Inventory)
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
@@ -268,6 +284,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		}
 		conditions.MarkTrue(obj, v1alpha1.HealthyCondition, v1alpha1.HealthySucceededReason, "all objects of %s are healthy", revision)
 		setResult(obj, revision, v1alpha1.ReleaseHealthy, "")
+		r.recordHealthy(ctx, s)
 		return requeue(obj, 0), nil
 
 	case res.Verdict == health.Failed || rolloutTimedOut(obj):
@@ -277,8 +294,12 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		}
 		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckFailedReason, "%s", msg)
 		setResult(obj, revision, v1alpha1.ReleaseFailed, msg)
+		verdict, previous := time.Now(), obj.Status.LastRollback
 		if err := r.rollback(ctx, s, msg); err != nil {
 			return ctrl.Result{}, err
+		}
+		if last := obj.Status.LastRollback; last != nil && last != previous && last.FailedRevision == revision {
+			rollbackDuration.Observe(time.Since(verdict).Seconds())
 		}
 		if c := conditions.Get(obj, v1alpha1.RolledBackCondition); c != nil && c.Status == metav1.ConditionTrue &&
 			obj.Status.LastRollback != nil && obj.Status.LastRollback.FailedRevision == revision {
@@ -289,7 +310,13 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 
 	default:
 		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rolling out %s: %s", revision, res.Message())
-		return requeue(obj, r.Options.HealthPollInterval), nil
+		// Status updates of the objects reconcile the release at once; the poll is a
+		// fallback, and the timeout's verdict is due on time.
+		poll := r.Options.HealthPollInterval
+		if c := conditions.Get(obj, v1alpha1.HealthyCondition); c != nil {
+			poll = min(poll, max(time.Until(c.LastTransitionTime.Add(obj.GetTimeout()))+100*time.Millisecond, 100*time.Millisecond))
+		}
+		return requeue(obj, poll), nil
 	}
 }
 
@@ -339,7 +366,7 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err))
 		}
 	}
-	r.forgetGitCheck(obj)
+	r.forget(obj)
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
 	return r.reconcilePreventPolicy(ctx, obj, true)
 }

@@ -96,6 +96,9 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	perr := r.patch(ctx, obj, before)
 	if perr == nil {
 		r.pendingCorrections.written(key, corrections)
+		if obj.ResourceVersion != before.ResourceVersion {
+			r.outdated.Store(key, before.ResourceVersion)
+		}
 	}
 	if perr != nil {
 		if apierrors.IsConflict(perr) {

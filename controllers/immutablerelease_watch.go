@@ -78,6 +78,13 @@ func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
 	return nil
 }
 
+// watching says whether changes to kind gvk are watched, so the cache holds its objects.
+func (w *watcher) watching(gvk schema.GroupVersionKind) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.watched[gvk]
+}
+
 func ownerRelease(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 	name, namespace := o.GetLabels()[apply.NameLabel], o.GetLabels()[apply.NamespaceLabel]
 	if name == "" || namespace == "" {

@@ -5,6 +5,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
 )
 
 // Metrics on the controller-runtime registry, served at the manager's metrics address
@@ -31,6 +32,12 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 	}, []string{"operation"})
 
+	rollbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "immutable_release_rollback_seconds",
+		Help:    "Time from a failed health verdict to its revert being in Git.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+	})
+
 	commitToApplied = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "immutable_release_commit_to_applied_seconds",
 		Help:    "Time from a commit's author date to its revision being applied.",
@@ -39,7 +46,30 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, commitToApplied)
+	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied)
+}
+
+// GitMetrics counts the remote operations of the shared Git cache: lists (ls-remote) and
+// fetches. Steady state should show one list per repository and reference per interval and
+// no fetch. Register it once, with the cache the reconciler uses.
+func GitMetrics(cache *git.Cache) prometheus.Collector {
+	return gitCollector{cache: cache, lists: prometheus.NewDesc("immutable_release_git_lists_total",
+		"Remote reference listings (ls-remote) made by the shared Git cache.", nil, nil),
+		fetches: prometheus.NewDesc("immutable_release_git_fetches_total",
+			"Fetches (the first one is a clone) made by the shared Git cache.", nil, nil)}
+}
+
+type gitCollector struct {
+	cache          *git.Cache
+	lists, fetches *prometheus.Desc
+}
+
+func (c gitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.lists; ch <- c.fetches }
+
+func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.cache.Stats()
+	ch <- prometheus.MustNewConstMetric(c.lists, prometheus.CounterValue, float64(s.Lists))
+	ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(s.Fetches))
 }
 
 // recordReady sets the Ready gauge of a release, or removes its series once it is gone.

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -40,6 +41,8 @@ func main() {
 		webhookSecret string
 		watchSelector string
 		leaderNS      string
+		apiQPS        float64
+		apiBurst      int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
@@ -47,10 +50,12 @@ func main() {
 	flag.StringVar(&leaderNS, "leader-election-namespace", "", "The namespace of the leader election lease; defaults to the pod's own namespace in a cluster.")
 	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
 	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
-	flag.DurationVar(&healthPolling, "health-poll-interval", 2*time.Second, "How often a rollout in progress is looked at.")
+	flag.DurationVar(&healthPolling, "health-poll-interval", 10*time.Second, "How often a rollout in progress is looked at besides the status updates of its objects, which trigger a look at once.")
 	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9292", "The address the Git webhook receiver (POST /hook) binds to; 0 disables it.")
 	flag.StringVar(&webhookSecret, "webhook-secret", "", "namespace/name of the Secret whose key token is the webhooks' shared secret. Required for the receiver.")
 	flag.StringVar(&watchSelector, "watch-label-selector", "", "Reconcile only the releases matching this label selector (sharding across managers).")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second the manager may make to the API server, sustained.")
+	flag.IntVar(&apiBurst, "kube-api-burst", 300, "Requests the manager may make to the API server in a burst above --kube-api-qps.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -67,6 +72,9 @@ func main() {
 		os.Exit(1)
 	}
 	cfg := ctrl.GetConfigOrDie()
+	// client-go's default, 20 requests per second, throttles a fleet of hundreds of releases
+	// long before the API server is busy.
+	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOpts,
@@ -92,13 +100,15 @@ func main() {
 	}
 	log.Info("Acting as", "user", operatorUser)
 
+	gitCache := git.NewCache(storagePath)
+	ctrlmetrics.Registry.MustRegister(controllers.GitMetrics(gitCache))
 	r := &controllers.ImmutableReleaseReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Config:    cfg,
 		Scheme:    scheme,
 		Recorder:  mgr.GetEventRecorder(controllerName),
-		Git:       git.NewCache(storagePath),
+		Git:       gitCache,
 		Options: controllers.Options{
 			Limits:                  manifest.DefaultLimits,
 			HealthPollInterval:      healthPolling,
@@ -118,7 +128,7 @@ func main() {
 		}
 		handler := &receiver.Handler{
 			Secret:   receiver.SecretToken(mgr.GetAPIReader(), client.ObjectKey{Namespace: ns, Name: name}),
-			Notifier: &receiver.ReleaseNotifier{Client: mgr.GetClient()},
+			Notifier: r,
 			Log:      ctrl.Log.WithName("receiver"),
 		}
 		if err := mgr.Add(&receiver.Server{Addr: webhookAddr, Handler: handler}); err != nil {

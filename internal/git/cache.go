@@ -118,32 +118,92 @@ func (c *Cache) Stats() Stats {
 
 // Resolve lists the remote and returns the commit hash ref points at. Unless fresh is set,
 // answers are shared for a second between callers with the same URL, reference and
-// credentials, so that many releases on one repository cost one ls-remote; a person who
-// asks for a reconcile after a push wants fresh. A commit reference still lists the remote,
-// which proves the credentials can read the repository.
+// credentials; a person who asks for a reconcile after a push wants fresh.
 func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth *Auth, fresh bool) (string, error) {
-	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
-	c.mu.Lock()
-	if h, ok := c.heads[key]; ok && !fresh && time.Since(h.at) < c.headTTL {
-		c.mu.Unlock()
-		return h.hash, nil
+	notBefore := time.Now().Add(-c.headTTL)
+	if fresh {
+		notBefore = time.Now()
 	}
-	c.mu.Unlock()
+	return c.ResolveSince(ctx, repoURL, ref, auth, notBefore)
+}
 
-	v, err, _ := c.flight.Do(key, func() (any, error) {
-		hash, err := c.list(ctx, repoURL, ref, auth)
+// ResolveSince lists the remote and returns the commit hash ref points at, reusing an
+// answer for the same URL, reference and credentials listed at or after notBefore: many
+// releases on one repository cost one ls-remote per interval, and after a push announced at
+// time T, one listing made after T serves them all. A commit reference still lists the
+// remote, which proves the credentials can read the repository.
+func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference, auth *Auth, notBefore time.Time) (string, error) {
+	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		h, ok := c.heads[key]
+		c.mu.Unlock()
+		if ok && !h.at.Before(notBefore) {
+			return h.hash, nil
+		}
+		if attempt == 2 {
+			// Two listings joined were both older than asked: only possible with a clock
+			// jump; the last answer is as fresh as this process can give.
+			return h.hash, nil
+		}
+		// Joining a listing in flight that began before notBefore gives an older answer:
+		// the loop then lists once more.
+		_, err, _ := c.flight.Do(key, func() (any, error) {
+			started := time.Now()
+			hash, err := c.list(ctx, repoURL, ref, auth)
+			if err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			c.heads[key] = head{hash: hash, at: started}
+			c.mu.Unlock()
+			return nil, nil
+		})
 		if err != nil {
 			return "", err
 		}
-		c.mu.Lock()
-		c.heads[key] = head{hash: hash, at: time.Now()}
-		c.mu.Unlock()
-		return hash, nil
-	})
-	if err != nil {
-		return "", err
 	}
-	return v.(string), nil
+}
+
+// PathChanged says whether the tree at path differs between two commits in the shared
+// store of repoURL. A commit that is not in the store counts as a change.
+func (c *Cache) PathChanged(repoURL, from, to, path string) (bool, error) {
+	r, err := c.repository(repoURL)
+	if err != nil {
+		return true, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, errA := treeHash(r.repo, from, path)
+	b, errB := treeHash(r.repo, to, path)
+	if errA != nil || errB != nil {
+		return true, errors.Join(errA, errB)
+	}
+	return a != b, nil
+}
+
+// treeHash is the hash of the tree or file at path in commit hash ("" when absent).
+func treeHash(repo *gogit.Repository, hash, path string) (plumbing.Hash, error) {
+	commit, err := repo.CommitObject(plumbing.NewHash(hash))
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("reading commit %s: %w", hash, err)
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("reading the tree of %s: %w", hash, err)
+	}
+	path = strings.Trim(filepath.ToSlash(filepath.Clean("/"+path)), "/")
+	if path == "" {
+		return tree.Hash, nil
+	}
+	entry, err := tree.FindEntry(path)
+	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("looking up %s in %s: %w", path, hash, err)
+	}
+	return entry.Hash, nil
 }
 
 func (c *Cache) list(ctx context.Context, repoURL string, ref Reference, auth *Auth) (string, error) {

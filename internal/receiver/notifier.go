@@ -3,46 +3,12 @@ package receiver
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/fluxcd/pkg/apis/meta"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 )
-
-// ReleaseNotifier asks for a reconcile, with the reconcile-request annotation, of every
-// release whose repository and branch or tag match a push.
-type ReleaseNotifier struct {
-	Client client.Client
-}
-
-// Notify implements Notifier.
-func (n *ReleaseNotifier) Notify(ctx context.Context, push Push) (int, error) {
-	var list v1alpha1.ImmutableReleaseList
-	if err := n.Client.List(ctx, &list); err != nil {
-		return 0, fmt.Errorf("listing releases: %w", err)
-	}
-	token := time.Now().Format(time.RFC3339Nano)
-	count := 0
-	for i := range list.Items {
-		rel := &list.Items[i]
-		if !Matches(rel, push) {
-			continue
-		}
-		patch := client.MergeFrom(rel.DeepCopy())
-		if rel.Annotations == nil {
-			rel.Annotations = map[string]string{}
-		}
-		rel.Annotations[meta.ReconcileRequestAnnotation] = token
-		if err := n.Client.Patch(ctx, rel, patch); err != nil {
-			return count, fmt.Errorf("requesting a reconcile of %s/%s: %w", rel.Namespace, rel.Name, client.IgnoreNotFound(err))
-		}
-		count++
-	}
-	return count, nil
-}
 
 // Matches says whether a push moved what the release follows: the same repository, and the
 // branch or tag of its ref. A release pinned to a commit never moves.

@@ -1,0 +1,93 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/receiver"
+)
+
+// Notify implements receiver.Notifier in the manager's own process: a verified push queues
+// a reconcile of every release that follows the pushed repository and reference, with no
+// write to the API server. The releases whose path the push changed are queued first, so
+// that in a fleet of a thousand releases on one repository the one that changed does not
+// wait behind the others; the others still record the new revision. Every queued release
+// lists the remote again, but one listing made after the push serves them all.
+func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, push receiver.Push) (int, error) {
+	var list v1alpha1.ImmutableReleaseList
+	if err := r.List(ctx, &list); err != nil {
+		return 0, fmt.Errorf("listing releases: %w", err)
+	}
+	pushedAt := time.Now()
+	var matched []*v1alpha1.ImmutableRelease
+	for i := range list.Items {
+		if rel := &list.Items[i]; receiver.Matches(rel, push) && !rel.Spec.Suspend {
+			matched = append(matched, rel)
+			r.pushes.Store(client.ObjectKeyFromObject(rel), pushedAt)
+		}
+	}
+	if len(matched) == 0 {
+		return 0, nil
+	}
+	changed, unchanged := r.splitByChange(ctx, matched, pushedAt)
+	for _, rel := range append(changed, unchanged...) {
+		select {
+		case r.notifications <- event.GenericEvent{Object: rel}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return len(matched), nil
+}
+
+// splitByChange fetches the pushed head once and sorts the releases into those whose path
+// it changed and the rest. Only the order depends on it: when Git cannot answer here, all
+// count as changed and each reconcile reports the failure on its release.
+func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases []*v1alpha1.ImmutableRelease, pushedAt time.Time) (changed, unchanged []*v1alpha1.ImmutableRelease) {
+	first := releases[0]
+	head, err := r.fetchHead(ctx, first, pushedAt)
+	if err != nil {
+		log.FromContext(ctx).V(1).Info("Could not read the pushed head; queueing every release", "error", err.Error())
+		return releases, nil
+	}
+	for _, rel := range releases {
+		applied := git.RevisionHash(rel.Status.LastAppliedRevision)
+		if rel.Spec.Git.URL != first.Spec.Git.URL || applied == "" {
+			changed = append(changed, rel)
+			continue
+		}
+		if moved, err := r.Git.PathChanged(rel.Spec.Git.URL, applied, head, rel.Spec.Path); err != nil || moved {
+			changed = append(changed, rel)
+			continue
+		}
+		unchanged = append(unchanged, rel)
+	}
+	return changed, unchanged
+}
+
+// fetchHead lists the release's reference as of the push and brings the commit into the
+// shared store, where the reconciles that follow find it.
+func (r *ImmutableReleaseReconciler) fetchHead(ctx context.Context, obj *v1alpha1.ImmutableRelease, notBefore time.Time) (string, error) {
+	auth, err := r.gitAuth(ctx, obj)
+	if err != nil {
+		return "", err
+	}
+	ref := gitReference(obj)
+	hash, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
+	if err != nil {
+		return "", err
+	}
+	_, _, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
+	if err != nil {
+		return "", err
+	}
+	release()
+	return hash, nil
+}

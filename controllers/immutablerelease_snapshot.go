@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/fluxcd/cli-utils/pkg/object"
+)
+
+// snapshot is what this process last saw of a release's live objects when they matched
+// Git: the revision, a checksum of the objects Git asked for, and the metadata of each live
+// object. While the metadata cache shows the same, nobody has changed the objects, so an
+// apply or a dry-run comparison would find nothing: reconciles triggered by a rollout's
+// status updates, or by a commit that did not touch the release's path, skip those API
+// calls. Any change a person or a controller makes shows in the metadata (below), so drift
+// is never missed; losing the snapshot (a restart) only costs one comparison.
+type snapshot struct {
+	revision string
+	desired  string
+	objects  map[string]liveMeta
+	// healthy holds the resourceVersion of each object when the release was last judged
+	// healthy; objects unchanged since are healthy still.
+	healthy map[string]string
+}
+
+// liveMeta is the part of an object's metadata that any change to it moves.
+type liveMeta struct {
+	uid             types.UID
+	resourceVersion string
+	generation      int64
+	labels          string
+}
+
+// specGenerationKinds are kinds whose metadata.generation moves with every change of their
+// spec but not with status updates. For them, an unchanged generation and unchanged labels
+// and annotations mean an unchanged object, whatever their status did. Other kinds must
+// keep their resourceVersion.
+var specGenerationKinds = map[string]bool{
+	"apps/Deployment": true, "apps/StatefulSet": true, "apps/DaemonSet": true, "apps/ReplicaSet": true,
+	"batch/Job": true, "batch/CronJob": true,
+}
+
+func metaOf(o metav1.Object) liveMeta {
+	return liveMeta{uid: o.GetUID(), resourceVersion: o.GetResourceVersion(), generation: o.GetGeneration(),
+		labels: flatten(o.GetLabels()) + "\x00" + flatten(o.GetAnnotations())}
+}
+
+func flatten(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k+"="+v)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, "\x01")
+}
+
+// desiredChecksum identifies the objects Git asks for, as prepared for apply.
+func desiredChecksum(objects []*unstructured.Unstructured) string {
+	h := sha256.New()
+	for _, o := range objects {
+		b, _ := json.Marshal(o.Object)
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func objectID(o *unstructured.Unstructured) string {
+	return object.UnstructuredToObjMetadata(o).String()
+}
+
+// recordSnapshot remembers the live objects a comparison found equal to Git.
+func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructured.Unstructured) {
+	snap := snapshot{revision: s.revision, desired: desiredChecksum(s.objects), objects: map[string]liveMeta{}}
+	for _, o := range live {
+		snap.objects[objectID(o)] = metaOf(o)
+	}
+	r.snapshots.Store(client.ObjectKeyFromObject(s.obj), snap)
+}
+
+func (r *ImmutableReleaseReconciler) forgetSnapshot(obj client.Object) {
+	r.snapshots.Delete(client.ObjectKeyFromObject(obj))
+}
+
+// unchangedSinceSnapshot says whether the objects Git asks for are those of the snapshot and
+// the metadata cache shows every live object as it was then.
+func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context, s *scope) bool {
+	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
+	if !ok {
+		return false
+	}
+	snap := v.(snapshot)
+	if len(snap.objects) != len(s.objects) || snap.desired != desiredChecksum(s.objects) {
+		return false
+	}
+	for _, o := range s.objects {
+		was, ok := snap.objects[objectID(o)]
+		if !ok {
+			return false
+		}
+		now, ok := r.cachedMeta(ctx, o)
+		if !ok || now.uid != was.uid || now.labels != was.labels {
+			return false
+		}
+		gvk := o.GroupVersionKind()
+		if now.resourceVersion != was.resourceVersion &&
+			!(specGenerationKinds[gvk.Group+"/"+gvk.Kind] && now.generation == was.generation) {
+			return false
+		}
+	}
+	return true
+}
+
+// recordHealthy remembers the resourceVersions of the objects judged healthy.
+func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope) {
+	key := client.ObjectKeyFromObject(s.obj)
+	v, ok := r.snapshots.Load(key)
+	if !ok {
+		return
+	}
+	snap := v.(snapshot)
+	snap.healthy = map[string]string{}
+	for _, o := range s.objects {
+		now, ok := r.cachedMeta(ctx, o)
+		if !ok {
+			return
+		}
+		snap.healthy[objectID(o)] = now.resourceVersion
+	}
+	r.snapshots.Store(key, snap)
+}
+
+// stillHealthy says whether no object changed, status included, since it was judged healthy.
+func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope) bool {
+	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
+	if !ok || v.(snapshot).healthy == nil {
+		return false
+	}
+	healthy := v.(snapshot).healthy
+	for _, o := range s.objects {
+		now, ok := r.cachedMeta(ctx, o)
+		if !ok || healthy[objectID(o)] != now.resourceVersion {
+			return false
+		}
+	}
+	return true
+}
+
+// cachedMeta reads an applied object's metadata from the watch cache (the informers that
+// map its changes to the release); false when it is not there.
+func (r *ImmutableReleaseReconciler) cachedMeta(ctx context.Context, o *unstructured.Unstructured) (liveMeta, bool) {
+	if !r.watches.watching(o.GroupVersionKind()) {
+		return liveMeta{}, false
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(o.GroupVersionKind())
+	if err := r.Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
+		return liveMeta{}, false
+	}
+	return metaOf(m), true
+}

@@ -1,0 +1,119 @@
+// Command bench measures the operator at scale on the local control plane and prints one
+// table: cold start of N releases against the floor (the same objects applied with kubectl,
+// no operator, in the same run), then, with the largest N live, one quiet interval, a commit
+// that changes one release (through the webhook and through polling), drift corrections and
+// a rollback. `make bench` runs it; docs/benchmarks.md records the results.
+//
+// Every release is one Deployment and one Service at its own path of one Git repository
+// served by the real Git server; the operator runs as its own process, as in production.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	sizes      []int
+	concurrent int
+	interval   time.Duration
+	samples    int
+	skipFloor  bool
+	root       string
+}
+
+func main() {
+	var c config
+	sizes := flag.String("n", "100,500,1000", "Comma-separated numbers of releases; the latency figures use the largest.")
+	flag.IntVar(&c.concurrent, "concurrent", 10, "The manager's --concurrent.")
+	flag.DurationVar(&c.interval, "interval", time.Minute, "spec.interval of every release; the steady state is measured over one.")
+	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook and drift latencies.")
+	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")
+	flag.Parse()
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: -n: %q is not a positive number\n", s)
+			os.Exit(2)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	var err error
+	if c.root, err = moduleRoot(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if err := run(context.Background(), c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config) error {
+	if err := buildManager(c.root); err != nil {
+		return err
+	}
+	var rows []coldStart
+	var live *latencies
+	largest := 0
+	for _, n := range c.sizes {
+		largest = max(largest, n)
+	}
+	for _, n := range c.sizes {
+		row := coldStart{n: n}
+		if !c.skipFloor {
+			progress("N=%d: the floor: kubectl apply --server-side of %d Deployments and Services, until all are Available", n, n)
+			floor, err := measureFloor(ctx, c, n)
+			if err != nil {
+				return fmt.Errorf("floor at N=%d: %w", n, err)
+			}
+			row.floor = floor
+			progress("N=%d: floor %s", n, floor.Round(100*time.Millisecond))
+		}
+		progress("N=%d: the operator: %d releases created, until all are Ready", n, n)
+		lat, err := measureOperator(ctx, c, n, &row, n == largest && live == nil)
+		if err != nil {
+			return fmt.Errorf("operator at N=%d: %w", n, err)
+		}
+		if lat != nil {
+			live = lat
+		}
+		rows = append(rows, row)
+	}
+	printReport(os.Stdout, c, rows, live)
+	return nil
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> %s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func machine() string {
+	cpus := runtime.NumCPU()
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.Atoi(f[1]); err == nil {
+					mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+				}
+			}
+		}
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPU (%s), %s, %s/%s, %s", cpus, model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}

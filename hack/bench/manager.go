@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// manager is the operator running as its own process.
+type manager struct {
+	cmd                                 *exec.Cmd
+	exited                              chan error
+	log                                 string
+	metricsAddr, probeAddr, webhookAddr string
+	dir                                 string
+}
+
+func buildManager(root string) error {
+	progress("Building the manager")
+	cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", "manager"), "./cmd/manager")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the manager: %v: %s", err, out)
+	}
+	return nil
+}
+
+// startManager runs bin/manager against the control plane, as an administrator (the
+// benchmark measures the operator, not RBAC), and waits until it is ready.
+func startManager(c config, kubeconfig string) (*manager, error) {
+	dir, err := os.MkdirTemp("", "bench-manager-")
+	if err != nil {
+		return nil, err
+	}
+	m := &manager{dir: dir, log: filepath.Join(dir, "manager.log"), metricsAddr: freeAddr(), probeAddr: freeAddr(), webhookAddr: freeAddr()}
+	logf, err := os.Create(m.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	m.cmd = exec.Command(filepath.Join(c.root, "bin", "manager"),
+		"--kubeconfig="+kubeconfig, "--leader-elect=false",
+		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
+		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
+		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent))
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		return nil, err
+	}
+	m.exited = make(chan error, 1)
+	go func() { m.exited <- m.cmd.Wait() }()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-m.exited:
+			return nil, fmt.Errorf("the manager exited: %v (log: %s)", err, m.log)
+		default:
+		}
+		if resp, err := http.Get("http://" + m.probeAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m, nil
+			}
+		}
+	}
+	m.stop()
+	return nil, fmt.Errorf("the manager was not ready within a minute (log: %s)", m.log)
+}
+
+func (m *manager) stop() {
+	if m.cmd.Process != nil {
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+	}
+	os.RemoveAll(m.dir)
+}
+
+// explain adds the end of the manager's log to an error.
+func (m *manager) explain(err error) error {
+	b, _ := os.ReadFile(m.log)
+	return fmt.Errorf("%w\nthe manager's log ends with:\n%s", err, tail(b))
+}
+
+// peakRSS is the manager's resident set high-water mark.
+func (m *manager) peakRSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuTime is the user and system CPU time the manager used so far.
+func (m *manager) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	// Linux reports clock ticks of 1/100 s (USER_HZ) on every common architecture.
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// metricSet is a scrape of the manager's metrics endpoint: series -> value.
+type metricSet map[string]float64
+
+func (m *manager) metrics() (metricSet, error) {
+	resp, err := http.Get("http://" + m.metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := metricSet{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// sum adds every series of the metric name.
+func (s metricSet) sum(name string) float64 {
+	total := 0.0
+	for series, v := range s {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			total += v
+		}
+	}
+	return total
+}
+
+// api is the number of requests the manager's clients made to the API server.
+func (s metricSet) api() float64 { return s.sum("rest_client_requests_total") }
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}

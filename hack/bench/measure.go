@@ -1,0 +1,501 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/controlplane"
+	"github.com/immutable-release/operator/internal/testgit"
+)
+
+// coldStart is one row of the table.
+type coldStart struct {
+	n            int
+	floor        time.Duration
+	applied      time.Duration // all releases applied, health not awaited
+	ready        time.Duration // all releases Ready
+	peakRSS      int64         // bytes
+	apiRequests  float64
+	gitLists     float64
+	gitFetches   float64
+	reconciles   float64
+	createdAfter time.Duration // creating the N objects took this long
+}
+
+// latencies are measured with the largest fleet live.
+type latencies struct {
+	n                     int
+	steadyLists           float64
+	steadyFetches         float64
+	steadyAPI             float64
+	steadyCPUPerRelease   time.Duration
+	steadyWindow          time.Duration
+	webhook               []time.Duration
+	fleetCaughtUp         []time.Duration
+	polling               time.Duration
+	drift                 []time.Duration
+	rollbackVerdictToPush time.Duration
+	rollbackPushToRevert  time.Duration
+	rollbackRecovered     time.Duration
+}
+
+func startControlPlane(ctx context.Context, c config) (*controlplane.ControlPlane, error) {
+	return controlplane.Start(ctx, controlplane.Options{
+		Workloads:         true,
+		BinDir:            filepath.Join(c.root, "bin"),
+		CRDDirectoryPaths: []string{filepath.Join(c.root, "config", "crd", "bases")},
+	})
+}
+
+// measureFloor applies the same Deployments and Services with kubectl, no operator, on a
+// fresh control plane, and times until every Deployment is Available.
+func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
+	cp, err := startControlPlane(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	defer cp.Stop()
+	cl, err := newClient(cp.Config)
+	if err != nil {
+		return 0, err
+	}
+	if err := createNamespace(ctx, cl); err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp("", "bench-floor-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	file, err := writeManifests(dir, n)
+	if err != nil {
+		return 0, err
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} }, deploymentAvailable)
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, filepath.Join(c.root, "bin", "kubectl"), "--kubeconfig", cp.KubeconfigPath,
+		"apply", "--server-side", "-n", namespace, "-f", file).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("kubectl apply: %v: %s", err, tail(out))
+	}
+	end, err := deployments.waitAll(ctx, "Deployments Available", n, 30*time.Minute)
+	if err != nil {
+		return 0, err
+	}
+	return end.Sub(start), nil
+}
+
+// measureOperator creates n releases on a fresh control plane with the operator running,
+// times until all are applied and Ready, and, when asked, measures the latencies.
+func measureOperator(ctx context.Context, c config, n int, row *coldStart, measureLatencies bool) (*latencies, error) {
+	cp, err := startControlPlane(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer cp.Stop()
+	cl, err := newClient(cp.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := createNamespace(ctx, cl); err != nil {
+		return nil, err
+	}
+
+	srv, err := testgit.NewServer()
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	repo, err := srv.CreateRepo("fleet.git", "main")
+	if err != nil {
+		return nil, err
+	}
+	if err := repo.Write(appFiles(n)); err != nil {
+		return nil, err
+	}
+	if _, err := repo.CommitAndPush(fmt.Sprintf("%d apps", n)); err != nil {
+		return nil, err
+	}
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: namespace}, StringData: map[string]string{"username": srv.Username, "password": srv.Password}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "webhook", Namespace: namespace}, StringData: map[string]string{"token": webhookSecret}},
+	} {
+		if err := cl.Create(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+
+	op, err := startManager(c, cp.KubeconfigPath)
+	if err != nil {
+		return nil, err
+	}
+	defer op.stop()
+
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	applied := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseApplied)
+	ready := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseReady)
+
+	start := time.Now()
+	if err := createReleases(ctx, cl, repo.URL(), n, c.interval); err != nil {
+		return nil, err
+	}
+	row.createdAfter = time.Since(start)
+	appliedAt, err := applied.waitAll(ctx, "releases applied", n, 30*time.Minute)
+	if err != nil {
+		return nil, op.explain(err)
+	}
+	row.applied = appliedAt.Sub(start)
+	readyAt, err := ready.waitAll(ctx, "releases Ready", n, 30*time.Minute)
+	if err != nil {
+		return nil, op.explain(err)
+	}
+	row.ready = readyAt.Sub(start)
+	m, err := op.metrics()
+	if err != nil {
+		return nil, err
+	}
+	row.apiRequests, row.gitLists, row.gitFetches, row.reconciles = m.api(), m.sum("immutable_release_git_lists_total"), m.sum("immutable_release_git_fetches_total"), m.sum("immutable_release_reconcile_total")
+	row.peakRSS = op.peakRSS()
+	progress("N=%d: all applied after %s, Ready after %s; manager peak RSS %d MiB", n, row.applied.Round(100*time.Millisecond), row.ready.Round(100*time.Millisecond), row.peakRSS>>20)
+	if !measureLatencies {
+		return nil, nil
+	}
+
+	lat := &latencies{n: n}
+	if err := steadyState(ctx, c, op, lat); err != nil {
+		return nil, err
+	}
+	l := &live{cl: cl, repo: repo, op: op, n: n, releases: ready}
+	if err := l.webhookChanges(ctx, c.samples, lat); err != nil {
+		return nil, op.explain(err)
+	}
+	if err := l.pollingChange(ctx, c.interval, lat); err != nil {
+		return nil, op.explain(err)
+	}
+	if err := l.driftCorrections(ctx, c.samples, lat); err != nil {
+		return nil, op.explain(err)
+	}
+	if err := l.rollback(ctx, lat); err != nil {
+		return nil, op.explain(err)
+	}
+	return lat, nil
+}
+
+func createReleases(ctx context.Context, cl client.Client, url string, n int, interval time.Duration) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				r := &v1alpha1.ImmutableRelease{
+					ObjectMeta: metav1.ObjectMeta{Name: appName(i), Namespace: namespace},
+					Spec: v1alpha1.ImmutableReleaseSpec{
+						Git: v1alpha1.GitSource{URL: url, Ref: v1alpha1.GitReference{Branch: "main"},
+							SecretRef: &meta.LocalObjectReference{Name: "git"}},
+						Path:     appPath(i),
+						Interval: metav1.Duration{Duration: interval},
+						Timeout:  &metav1.Duration{Duration: 5 * time.Minute},
+						Prune:    true,
+					},
+				}
+				if err := cl.Create(ctx, r); err != nil {
+					errs <- fmt.Errorf("creating release %s: %w", r.Name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// steadyState watches one quiet interval: what the manager asks of Git and the API server
+// and the CPU it burns, while nothing changes.
+func steadyState(ctx context.Context, c config, op *manager, lat *latencies) error {
+	// Let the reconciles of the cold start settle first.
+	time.Sleep(5 * time.Second)
+	before, err := op.metrics()
+	if err != nil {
+		return err
+	}
+	cpu0 := op.cpuTime()
+	// One interval plus the jitter the operator adds to it.
+	lat.steadyWindow = c.interval + c.interval/10
+	progress("N=%d: steady state: watching one quiet interval (%s)", lat.n, lat.steadyWindow)
+	time.Sleep(lat.steadyWindow)
+	after, err := op.metrics()
+	if err != nil {
+		return err
+	}
+	lat.steadyLists = after.sum("immutable_release_git_lists_total") - before.sum("immutable_release_git_lists_total")
+	lat.steadyFetches = after.sum("immutable_release_git_fetches_total") - before.sum("immutable_release_git_fetches_total")
+	lat.steadyAPI = after.api() - before.api()
+	lat.steadyCPUPerRelease = (op.cpuTime() - cpu0) / time.Duration(lat.n)
+	return nil
+}
+
+// live is the fleet, up and Ready, on which the latencies are measured.
+type live struct {
+	cl       client.WithWatch
+	repo     *testgit.Repo
+	op       *manager
+	n        int
+	releases *tracker
+	version  int
+}
+
+// change commits a new digest for app i and pushes it; returns the commit hash.
+func (l *live) change(i int, image string) (string, error) {
+	if err := l.repo.Write(map[string]string{appPath(i) + "/deployment.yaml": deploymentYAML(i, image)}); err != nil {
+		return "", err
+	}
+	return l.repo.CommitAndPush(fmt.Sprintf("%s: %s", appName(i), image))
+}
+
+// webhookChanges: a commit changes one release among n; a signed push event announces it.
+// Timed from the webhook call to the Deployment showing the new image.
+func (l *live) webhookChanges(ctx context.Context, samples int, lat *latencies) error {
+	progress("N=%d: %d commits each changing one release, announced by the webhook", l.n, samples)
+	for s := range samples {
+		i := (s*7919 + 13) % l.n
+		l.version++
+		want := image(i, 100+l.version)
+		w, err := watchDeployment(ctx, l.cl, i)
+		if err != nil {
+			return err
+		}
+		hash, err := l.change(i, want)
+		if err != nil {
+			w.Stop()
+			return err
+		}
+		caughtUp := track(ctx, l.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseAt(hash))
+		start := time.Now()
+		if err := l.op.webhook(l.repo.URL()); err != nil {
+			w.Stop()
+			return err
+		}
+		at, err := waitImage(ctx, w, want, time.Minute)
+		w.Stop()
+		if err != nil {
+			return err
+		}
+		lat.webhook = append(lat.webhook, at.Sub(start))
+		all, err := caughtUp.waitAll(ctx, "releases at the new commit", l.n, 10*time.Minute)
+		if err != nil {
+			return err
+		}
+		lat.fleetCaughtUp = append(lat.fleetCaughtUp, all.Sub(start))
+	}
+	return nil
+}
+
+// pollingChange: the same, with no webhook: the interval finds it.
+func (l *live) pollingChange(ctx context.Context, interval time.Duration, lat *latencies) error {
+	progress("N=%d: one commit found by polling (interval %s)", l.n, interval)
+	i := l.n / 2
+	l.version++
+	want := image(i, 100+l.version)
+	w, err := watchDeployment(ctx, l.cl, i)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	start := time.Now()
+	if _, err := l.change(i, want); err != nil {
+		return err
+	}
+	at, err := waitImage(ctx, w, want, 3*interval)
+	if err != nil {
+		return err
+	}
+	lat.polling = at.Sub(start)
+	return nil
+}
+
+// driftCorrections: someone changes a Deployment's image; timed from the change's response
+// to the watch seeing Git's image again.
+func (l *live) driftCorrections(ctx context.Context, samples int, lat *latencies) error {
+	progress("N=%d: %d drift corrections", l.n, samples)
+	for s := range samples {
+		i := (s*104729 + 7) % l.n
+		d := &appsv1.Deployment{}
+		if err := l.cl.Get(ctx, client.ObjectKey{Namespace: namespace, Name: appName(i)}, d); err != nil {
+			return err
+		}
+		gitImage := deploymentImage(d)
+		w, err := watchDeployment(ctx, l.cl, i)
+		if err != nil {
+			return err
+		}
+		patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"registry.example/bench/%s:hotfix"}]}}}}`, appName(i))
+		if err := l.cl.Patch(ctx, d, client.RawPatch(types.StrategicMergePatchType, []byte(patch)), client.FieldOwner("kubectl-set")); err != nil {
+			w.Stop()
+			return err
+		}
+		start := time.Now()
+		at, err := waitImage(ctx, w, gitImage, 30*time.Second)
+		w.Stop()
+		if err != nil {
+			return err
+		}
+		lat.drift = append(lat.drift, at.Sub(start))
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+// rollback: a digest that never pulls is pushed for one release with a short timeout; the
+// operator reverts the commit in Git and the previous digest runs again.
+func (l *live) rollback(ctx context.Context, lat *latencies) error {
+	i := l.n / 3
+	progress("N=%d: a failed release of %s, rolled back by a revert in Git", l.n, appName(i))
+	r := &v1alpha1.ImmutableRelease{}
+	key := client.ObjectKey{Namespace: namespace, Name: appName(i)}
+	if err := l.cl.Get(ctx, key, r); err != nil {
+		return err
+	}
+	base := r.DeepCopy()
+	r.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+	if err := l.cl.Patch(ctx, r, client.MergeFrom(base)); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, func() bool { return releaseReady(l.releases.get(appName(i))) }); err != nil {
+		return fmt.Errorf("%s after the timeout change: %w", appName(i), err)
+	}
+	d := &appsv1.Deployment{}
+	if err := l.cl.Get(ctx, key, d); err != nil {
+		return err
+	}
+	good := deploymentImage(d)
+	bad := "registry.example/bench/" + appName(i) + "@sha256:dead" + strings.Repeat("0", 60)
+	pushed, err := l.change(i, bad)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := l.op.webhook(l.repo.URL()); err != nil {
+		return err
+	}
+	var revert string
+	if err := waitFor(ctx, 2*time.Minute, func() bool {
+		out, err := l.repo.Output("ls-remote", "origin", "refs/heads/main")
+		if head, _, _ := strings.Cut(out, "\t"); err == nil && head != "" && head != pushed {
+			revert = head
+			return true
+		}
+		return false
+	}); err != nil {
+		return fmt.Errorf("waiting for the revert commit: %w", err)
+	}
+	lat.rollbackPushToRevert = time.Since(start)
+	if err := waitFor(ctx, 2*time.Minute, func() bool {
+		o := l.releases.get(appName(i))
+		rel, ok := o.(*v1alpha1.ImmutableRelease)
+		return ok && releaseReady(o) && strings.HasSuffix(rel.Status.LastAppliedRevision, revert)
+	}); err != nil {
+		return fmt.Errorf("waiting for %s to be Ready on the revert: %w", appName(i), err)
+	}
+	lat.rollbackRecovered = time.Since(start)
+	if err := l.cl.Get(ctx, key, d); err != nil {
+		return err
+	}
+	if img := deploymentImage(d); img != good {
+		return fmt.Errorf("after the rollback %s runs %s, not %s", appName(i), img, good)
+	}
+	if err := l.repo.Git("pull", "--quiet", "--rebase", "origin", "main"); err != nil {
+		return err
+	}
+	m, err := l.op.metrics()
+	if err != nil {
+		return err
+	}
+	if count := m.sum("immutable_release_rollback_seconds_count"); count > 0 {
+		lat.rollbackVerdictToPush = time.Duration(m.sum("immutable_release_rollback_seconds_sum") / count * float64(time.Second))
+	}
+	return nil
+}
+
+const webhookSecret = "bench-webhook-secret"
+
+// webhook posts a signed GitHub push event for the repository's main branch.
+func (m *manager) webhook(repoURL string) error {
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, repoURL))
+	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac.Write(body)
+	req, err := http.NewRequest(http.MethodPost, "http://"+m.webhookAddr+"/hook", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("the webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	idx := int(p*float64(len(s))+0.5) - 1
+	return s[min(max(idx, 0), len(s)-1)]
+}
+
+func tail(b []byte) string {
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
+	fmt.Fprintf(out, "\nImmutableRelease operator benchmark\n")
+	fmt.Fprintf(out, "command:  %s\n", strings.Join(os.Args, " "))
+	fmt.Fprintf(out, "machine:  %s\n", machine())
+	fmt.Fprintf(out, "setup:    local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) and the Git server on the same machine; manager --concurrent=%d; each release one Deployment and one Service at its own path of one repository; interval %s\n\n", c.concurrent, c.interval)
+
+	fmt.Fprintln(out, "1. Cold start: N releases created at once")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "N\tfloor (kubectl)\tall applied\tall Ready\tReady/floor\tReady per release\tpeak RSS\tAPI requests\tper release\tgit lists\tgit fetches\treconciles\t")
+	for _, r := range rows {
+		ratio := "-"
+		if r.floor > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(r.ready)/float64(r.floor))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d MiB\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t\n", r.n, secs(r.floor), secs(r.applied), secs(r.ready), ratio,
+			ms(r.ready/time.Duration(r.n)), r.peakRSS>>20, r.apiRequests, r.apiRequests/float64(r.n), r.gitLists, r.gitFetches, r.reconciles)
+	}
+	tw.Flush()
+	if l == nil {
+		return
+	}
+	fmt.Fprintf(out, "\n2. Steady state, N=%d, one quiet interval (%s): git lists %.0f, git fetches %.0f, API requests %.0f, manager CPU %s per release\n",
+		l.n, l.steadyWindow, l.steadyLists, l.steadyFetches, l.steadyAPI, l.steadyCPUPerRelease)
+	fmt.Fprintf(out, "\n3. A commit changing one release among %d\n", l.n)
+	fmt.Fprintf(out, "   through the webhook, to its Deployment updated: p50 %s  p90 %s  max %s  (n=%d)\n", ms(percentile(l.webhook, .5)), ms(percentile(l.webhook, .9)), ms(percentile(l.webhook, 1)), len(l.webhook))
+	fmt.Fprintf(out, "   through the webhook, to all %d releases at the new commit: p50 %s  max %s\n", l.n, ms(percentile(l.fleetCaughtUp, .5)), ms(percentile(l.fleetCaughtUp, 1)))
+	fmt.Fprintf(out, "   through polling (interval %s): %s\n", c.interval, secs(l.polling))
+	fmt.Fprintf(out, "\n4. Drift with %d releases live, from the edit to Git's image back: p50 %s  p99 %s  max %s  (n=%d)\n", l.n, ms(percentile(l.drift, .5)), ms(percentile(l.drift, .99)), ms(percentile(l.drift, 1)), len(l.drift))
+	fmt.Fprintf(out, "\n5. Rollback: health verdict to revert pushed %s (operator's histogram); webhook to revert on the branch %s (includes the 5 s timeout); to Ready on the revert %s\n",
+		ms(l.rollbackVerdictToPush), secs(l.rollbackPushToRevert), secs(l.rollbackRecovered))
+}
+
+func secs(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
