@@ -108,7 +108,7 @@ func NewCommand(stdout io.Writer) *cobra.Command {
 	o.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.getCommand(), o.statusCommand(), o.historyCommand(), o.reconcileCommand(),
 		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand(), o.verifyCommand(),
-		o.diffCommand())
+		o.diffCommand(), o.pinCommand())
 	return root
 }
 
