@@ -155,8 +155,8 @@ func TestFolder(t *testing.T) {
 	pinnedAlready := reg.pushImage(t, "acme/done:1")
 
 	dir := writeFiles(t, map[string]string{
-		"base/deployment.yaml": deploymentFile(reg.host+"/acme/web:1.0", `"`+reg.host+`/acme/multi:2"`, reg.host+"/acme/done:1@"+pinnedAlready),
-		"base/kustomization.yaml": "resources: [deployment.yaml]\n",
+		"base/deployment.yaml":       deploymentFile(reg.host+"/acme/web:1.0", `"`+reg.host+`/acme/multi:2"`, reg.host+"/acme/done:1@"+pinnedAlready),
+		"base/kustomization.yaml":    "resources: [deployment.yaml]\n",
 		"overlay/kustomization.yaml": "resources: [../base]\nimages:\n- name: " + reg.host + "/acme/web # swap the tag\n  newTag: \"2\" # from CI\n",
 		"overlay/.hidden/skip.yaml":  deploymentFile(reg.host + "/acme/nope:1"),
 	})
