@@ -230,7 +230,7 @@ func crdKind(obj *unstructured.Unstructured) (schema.GroupKind, bool) {
 
 // compare says what turning live into merged is; either may be nil (created, deleted).
 func compare(name string, live, merged *unstructured.Unstructured, source string) objectChange {
-	live, merged = comparable(live), comparable(merged)
+	live, merged = withoutServerFields(live), withoutServerFields(merged)
 	maskSecret(live, merged)
 	before, after := toYAML(live), toYAML(merged)
 	change := objectChange{Object: name}
@@ -266,9 +266,9 @@ func compare(name string, live, merged *unstructured.Unstructured, source string
 	return change
 }
 
-// comparable is a copy of u without the fields that the API server writes on every change
+// withoutServerFields is a copy of u without the fields that the API server writes on every change
 // or that an apply never sets.
-func comparable(u *unstructured.Unstructured) *unstructured.Unstructured {
+func withoutServerFields(u *unstructured.Unstructured) *unstructured.Unstructured {
 	if u == nil {
 		return nil
 	}
