@@ -224,8 +224,9 @@ func (p *Plan) Diff() string {
 }
 
 // Write writes the changed files. Each is written beside its original and renamed over it,
-// and every file is written before any is renamed, so that a failure leaves the folder as
-// it was.
+// and every file is written before any is renamed: a failure to write (a full disk, a
+// read-only file) leaves the folder as it was. Only a rename failing part-way, which the
+// same folder makes unlikely, would leave some files pinned and others not.
 func (p *Plan) Write() error {
 	var written []string
 	cleanup := func() {
