@@ -121,13 +121,27 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 // exist) and what the apply would make of it. Unlike ssa's Diff it keeps the live object's
 // managed fields, which say who changed it.
 func (a *Applier) Diff(ctx context.Context, object *unstructured.Unstructured) (live, merged *unstructured.Unstructured, err error) {
+	return a.dryRun(ctx, object, false)
+}
+
+// DryRun is Diff that also dry-runs the creation of an object that does not exist yet, so
+// that the API server validates and defaults it: live is nil and merged is what would be
+// created. The object's namespace and kind must exist in the cluster.
+func (a *Applier) DryRun(ctx context.Context, object *unstructured.Unstructured) (live, merged *unstructured.Unstructured, err error) {
+	return a.dryRun(ctx, object, true)
+}
+
+func (a *Applier) dryRun(ctx context.Context, object *unstructured.Unstructured, create bool) (live, merged *unstructured.Unstructured, err error) {
 	live = &unstructured.Unstructured{}
 	live.SetGroupVersionKind(object.GroupVersionKind())
 	if err := a.client.Get(ctx, client.ObjectKeyFromObject(object), live); err != nil {
-		if apierrors.IsNotFound(err) {
+		if !apierrors.IsNotFound(err) {
+			return nil, nil, explainApplyError(err)
+		}
+		if !create {
 			return nil, nil, nil
 		}
-		return nil, nil, explainApplyError(err)
+		live = nil
 	}
 	merged = object.DeepCopy()
 	if err := a.client.Patch(ctx, merged, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(FieldManager)); err != nil {

@@ -30,12 +30,17 @@ const (
 	ExitNotFound  = 3
 	ExitForbidden = 4
 	ExitTimeout   = 5
+	// ExitDiffers is diff's answer that applying would change the cluster, as diff(1) and
+	// kubectl diff answer 1; here 1 already means failed.
+	ExitDiffers = 6
 )
 
 // exitError carries an exit code with its message.
 type exitError struct {
 	code int
 	err  error
+	// quiet is set when the command's output already says it all.
+	quiet bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -53,8 +58,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(stderr, "error:", err)
 	var ee *exitError
+	if !errors.As(err, &ee) || !ee.quiet {
+		fmt.Fprintln(stderr, "error:", err)
+	}
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
@@ -94,12 +101,14 @@ func NewCommand(stdout io.Writer) *cobra.Command {
 		Use:   "kubectl-release",
 		Short: "See and steer ImmutableReleases",
 		Long: "kubectl release shows ImmutableReleases and asks the operator to act on them.\n\n" +
-			"Exit codes: 0 ok, 1 failed or not Ready, 2 usage, 3 not found, 4 forbidden, 5 timed out.",
+			"Exit codes: 0 ok, 1 failed or not Ready, 2 usage, 3 not found, 4 forbidden, 5 timed out,\n" +
+			"6 diff found changes.",
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	o.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.getCommand(), o.statusCommand(), o.historyCommand(), o.reconcileCommand(),
-		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand(), o.verifyCommand())
+		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand(), o.verifyCommand(),
+		o.diffCommand(), o.pinCommand())
 	return root
 }
 

@@ -20,16 +20,23 @@ type verifyResult struct {
 	Objects  int                `json:"objects"`
 	Images   int                `json:"images"`
 	Problems []manifest.Problem `json:"problems,omitempty"`
+	// Against and Changes are set with --against: what applying the folder as that release
+	// would change in the cluster.
+	Against string         `json:"against,omitempty"`
+	Changes []objectChange `json:"changes,omitempty"`
 }
 
 func (o *options) verifyCommand() *cobra.Command {
-	var output string
+	var output, against string
 	cmd := &cobra.Command{
-		Use:   "verify PATH",
+		Use:   "verify PATH [--against NAME]",
 		Short: "Check a release folder as the operator would: every image pinned, manifests valid (no cluster needed)",
 		Long: "verify runs the operator's own validation (the same code) on a folder or a kustomization:\n" +
 			"every container image pinned by sha256 digest, manifests that parse, no duplicates, size limits.\n" +
-			"Each problem is printed as file:line: object container: message; the exit code is 1 when there is any.",
+			"Each problem is printed as file:line: object container: message; the exit code is 1 when there is any.\n\n" +
+			"With --against NAME and a kubeconfig, a valid folder is also dry-run against the cluster as the\n" +
+			"release NAME would apply it, and what would change is shown as kubectl release diff shows it.\n" +
+			"Changes do not fail verify; the API server refusing an object does (exit code 1).",
 		Args: exactlyOne,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
@@ -57,6 +64,16 @@ func (o *options) verifyCommand() *cobra.Command {
 			for _, obj := range objects {
 				res.Images += len(manifest.Containers(obj.Unstructured))
 			}
+			if res.Valid && against != "" {
+				c, rel, err := o.getRelease(cmd.Context(), against)
+				if err != nil {
+					return err
+				}
+				res.Against = rel.Namespace + "/" + rel.Name
+				if res.Changes, err = plan(cmd.Context(), c, rel, manifest.Unstructured(objects), "local "+args[0]); err != nil {
+					return err
+				}
+			}
 			if output == "json" {
 				b, err := json.MarshalIndent(res, "", "  ")
 				if err != nil {
@@ -65,6 +82,10 @@ func (o *options) verifyCommand() *cobra.Command {
 				fmt.Fprintln(o.out, string(b))
 			} else if res.Valid {
 				fmt.Fprintf(o.out, "%s %s: %d objects, %d images pinned by digest\n", o.paint(green, "✔"), args[0], res.Objects, res.Images)
+				if res.Against != "" {
+					o.printChanges(res.Changes)
+					fmt.Fprintf(o.out, "against %s: %s\n", res.Against, summary(res.Changes))
+				}
 			} else {
 				for _, p := range res.Problems {
 					fmt.Fprintln(o.out, p.String())
@@ -77,6 +98,7 @@ func (o *options) verifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json.")
+	cmd.Flags().StringVar(&against, "against", "", "Also dry-run the folder against the cluster as this release (in -n) would apply it.")
 	return cmd
 }
 

@@ -17,33 +17,38 @@ type Container struct {
 	Image string
 }
 
-// podSpecPaths are where a pod spec lives in the kinds that carry one: Pod; every kind with a
-// pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, and custom kinds that
-// follow the convention); CronJob; and PodTemplate.
+// podSpecPaths are where a pod spec lives in the kinds that carry one: every kind with a pod
+// template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, and custom kinds that follow
+// the convention); CronJob; and PodTemplate.
 var podSpecPaths = [][]string{
 	{"spec", "template", "spec"},
 	{"spec", "jobTemplate", "spec", "template", "spec"},
 	{"template", "spec"},
 }
 
-var containerFields = []string{"initContainers", "containers", "ephemeralContainers"}
+// ContainerFields are the lists of containers in a pod spec.
+var ContainerFields = []string{"initContainers", "containers", "ephemeralContainers"}
+
+// PodSpecPaths are the paths where an object of apiVersion and kind may carry a pod spec:
+// spec for a Pod, the pod template's spec for the others.
+func PodSpecPaths(apiVersion, kind string) [][]string {
+	if kind == "Pod" && apiVersion == "v1" {
+		return append([][]string{{"spec"}}, podSpecPaths...)
+	}
+	return podSpecPaths
+}
 
 // Containers returns every container, init container and ephemeral container of u.
 func Containers(u *unstructured.Unstructured) []Container {
 	var specs []map[string]any
-	if u.GetKind() == "Pod" && u.GroupVersionKind().Group == "" {
-		if spec, ok, _ := unstructured.NestedMap(u.Object, "spec"); ok {
-			specs = append(specs, spec)
-		}
-	}
-	for _, path := range podSpecPaths {
+	for _, path := range PodSpecPaths(u.GetAPIVersion(), u.GetKind()) {
 		if spec, ok, _ := unstructured.NestedMap(u.Object, path...); ok {
 			specs = append(specs, spec)
 		}
 	}
 	var out []Container
 	for _, spec := range specs {
-		for _, field := range containerFields {
+		for _, field := range ContainerFields {
 			list, _, _ := unstructured.NestedSlice(spec, field)
 			for _, item := range list {
 				c, ok := item.(map[string]any)
