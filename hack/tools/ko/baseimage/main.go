@@ -8,7 +8,10 @@
 // 65532, a home directory and /tmp. Its config runs as 65532:65532, so that runAsNonRoot
 // holds without a shell, a package manager or a libc. It is built for linux/amd64 and
 // linux/arm64 (the files do not depend on the architecture) with every timestamp at the
-// epoch, so the same CA file gives the same digest. No network beyond loopback is used.
+// epoch, so the same CA file gives the same digest. The registry listens on a fixed
+// loopback address because ko records the base's name, port included, in the image
+// manifest: a random port would give every build another digest. No network beyond
+// loopback is used.
 package main
 
 import (
@@ -40,9 +43,10 @@ import (
 const nonroot = 65532
 
 func main() {
+	addr := flag.String("addr", "127.0.0.1:5179", "The loopback address the registry listens on; part of the image's base name annotation.")
 	caFile := flag.String("ca-file", "/etc/ssl/certs/ca-certificates.crt", "The PEM bundle of CA certificates to put in the image, for HTTPS Git servers.")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: baseimage [-ca-file FILE] -- COMMAND [ARGS...]")
+		fmt.Fprintln(os.Stderr, "usage: baseimage [-addr HOST:PORT] [-ca-file FILE] -- COMMAND [ARGS...]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -50,14 +54,14 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	code, err := run(*caFile, flag.Args())
+	code, err := run(*addr, *caFile, flag.Args())
 	if err != nil {
 		log.Fatalf("baseimage: %v", err)
 	}
 	os.Exit(code)
 }
 
-func run(caFile string, command []string) (int, error) {
+func run(addr, caFile string, command []string) (int, error) {
 	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		return 0, fmt.Errorf("reading the CA certificates (install ca-certificates or pass -ca-file): %w", err)
@@ -67,9 +71,9 @@ func run(caFile string, command []string) (int, error) {
 		return 0, fmt.Errorf("building the base image: %w", err)
 	}
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("serving the base image (is another make dist running? -addr picks another port): %w", err)
 	}
 	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
