@@ -9,6 +9,8 @@ export PATH := $(BIN_DIR):$(PATH)
 # Tools, pinned.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(BIN_DIR)/controller-gen
+# ko builds the manager image; its version is pinned in hack/tools/ko/go.mod.
+KO ?= $(BIN_DIR)/ko
 
 # The local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, kwok) is built from the Go module proxy into bin/ by hack/build-test-binaries.sh.
@@ -70,6 +72,10 @@ build: generate ## Build the manager and the kubectl-release plugin into bin/.
 	go build -o $(BIN_DIR)/manager ./cmd/manager
 	go build -o $(BIN_DIR)/kubectl-release ./cmd/kubectl-release
 
+.PHONY: dist
+dist: manifests $(KO) ## Build the manager image with ko and write dist/install.yaml naming it by digest (KO_DOCKER_REPO=..., PUSH=true to publish).
+	@hack/dist.sh
+
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in $KUBECONFIG.
 	go run ./cmd/manager
@@ -83,6 +89,9 @@ demo: control-plane build ## Start a local control plane, a Git server and the o
 .PHONY: demo-down
 demo-down: ## Stop everything `make demo` started.
 	@hack/demo.sh down
+
+$(KO): hack/tools/ko/go.mod
+	cd hack/tools/ko && GOBIN=$(BIN_DIR) go install github.com/google/ko
 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN_DIR) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -17,6 +17,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 type config struct {
@@ -36,6 +39,7 @@ func main() {
 	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook and drift latencies.")
 	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {

@@ -49,7 +49,7 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 		"--kubeconfig="+kubeconfig, "--leader-elect=false",
 		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
-		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent))
+		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel())
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
@@ -78,7 +78,18 @@ func (m *manager) stop() {
 		_ = m.cmd.Process.Kill()
 		<-m.exited
 	}
+	if os.Getenv("BENCH_KEEP_LOGS") != "" {
+		progress("The manager's log: %s", m.log)
+		return
+	}
 	os.RemoveAll(m.dir)
+}
+
+func logLevel() string {
+	if os.Getenv("BENCH_KEEP_LOGS") != "" {
+		return "debug"
+	}
+	return "info"
 }
 
 // explain adds the end of the manager's log to an error.
