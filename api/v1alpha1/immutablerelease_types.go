@@ -12,7 +12,7 @@ const (
 	ImmutableReleaseKind = "ImmutableRelease"
 
 	// Finalizer lets the operator prune what a release applied before the release goes away.
-	Finalizer = "finalizers.release.immutable.dev"
+	Finalizer = "release.immutable.dev/finalizer"
 
 	// DefaultTimeout is how long a rollout may take to become healthy when spec.timeout is unset.
 	DefaultTimeout = 5 * time.Minute
