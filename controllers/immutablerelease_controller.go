@@ -68,7 +68,7 @@ type ImmutableReleaseReconciler struct {
 	pendingCorrections counters
 	// pushes holds, per release, when a webhook last announced a push it follows;
 	// notifications queues those releases (see Notify).
-	pushes        sync.Map // types.NamespacedName -> time.Time
+	pushes        sync.Map // types.NamespacedName -> pushed
 	notifications chan event.GenericEvent
 	// outdated holds, per release, the resourceVersion this process last wrote over: a
 	// cached copy still at it is older than what the API server has.
@@ -117,7 +117,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.ImmutableRelease{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, predicate.AnnotationChangedPredicate{}),
 		)).
-		WatchesRawSource(source.Channel(r.notifications, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.notifications, handler.Funcs{GenericFunc: r.enqueueNotified})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.Options.MaxConcurrentReconciles, 1),
 			// Failures are retried with backoff, but never more than 30s apart: a Git server
@@ -193,8 +193,8 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 	if c.generation != obj.Generation || c.token != token {
 		return true, now
 	}
-	if p, ok := r.pushes.Load(key); ok && p.(time.Time).After(c.at) {
-		return true, p.(time.Time)
+	if p, ok := r.pushes.Load(key); ok && p.(pushed).at.After(c.at) {
+		return true, p.(pushed).at
 	}
 	var f *failure
 	if c.err != nil && !(errors.As(c.err, &f) && f.stalled) {

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
@@ -30,13 +34,18 @@ func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, push receiver.P
 	for i := range list.Items {
 		if rel := &list.Items[i]; receiver.Matches(rel, push) && !rel.Spec.Suspend {
 			matched = append(matched, rel)
-			r.pushes.Store(client.ObjectKeyFromObject(rel), pushedAt)
 		}
 	}
 	if len(matched) == 0 {
 		return 0, nil
 	}
 	changed, unchanged := r.splitByChange(ctx, matched, pushedAt)
+	for _, rel := range changed {
+		r.pushes.Store(client.ObjectKeyFromObject(rel), pushed{at: pushedAt, changed: true})
+	}
+	for _, rel := range unchanged {
+		r.pushes.Store(client.ObjectKeyFromObject(rel), pushed{at: pushedAt})
+	}
 	for _, rel := range append(changed, unchanged...) {
 		select {
 		case r.notifications <- event.GenericEvent{Object: rel}:
@@ -45,6 +54,35 @@ func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, push receiver.P
 		}
 	}
 	return len(matched), nil
+}
+
+// pushed is a push announced for a release: when, and whether it changed the release's path.
+type pushed struct {
+	at      time.Time
+	changed bool
+}
+
+// Queue priorities of releases notified of a push: those whose path changed go before
+// other work, the others after it, so that a push to a repository shared by a thousand
+// releases neither delays the one that changed nor the correction of drift elsewhere.
+const (
+	changedPriority   = 10
+	unchangedPriority = handler.LowPriority
+)
+
+// enqueueNotified queues a notified release at the priority its push gives it.
+func (r *ImmutableReleaseReconciler) enqueueNotified(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}
+	pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
+	if !ok {
+		q.Add(req)
+		return
+	}
+	priority := unchangedPriority
+	if p, ok := r.pushes.Load(req.NamespacedName); ok && p.(pushed).changed {
+		priority = changedPriority
+	}
+	pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
 }
 
 // splitByChange fetches the pushed head once and sorts the releases into those whose path

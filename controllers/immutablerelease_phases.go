@@ -35,10 +35,8 @@ type scope struct {
 	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
 	changed bool
-	// checkedGit says this reconcile listed Git rather than reuse the last check.
-	checkedGit bool
-	client     client.Client
-	applier    *apply.Applier
+	client  client.Client
+	applier *apply.Applier
 }
 
 // reconcile runs the steps in order. Git is listed and the manifests built once per
@@ -59,7 +57,6 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 
 	if due, notBefore := r.gitCheckDue(obj); due {
 		checked := time.Now()
-		s.checkedGit = true
 		err := r.checkGit(ctx, s, notBefore)
 		r.recordGitCheck(obj, s, checked, err)
 		if err != nil {
@@ -258,8 +255,8 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 // checkHealth judges the rollout of the applied objects, without waiting.
 func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) (ctrl.Result, error) {
 	obj := s.obj
-	if !s.checkedGit && conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
-		// Nothing changed since the verdict, status included; each interval looks again.
+	if conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
+		// Nothing changed since the verdict, status included.
 		return requeue(obj, 0), nil
 	}
 	objects, err := apply.Objects(obj.Status.Inventory)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,8 +29,9 @@ type snapshot struct {
 	desired  string
 	objects  map[string]liveMeta
 	// healthy holds the resourceVersion of each object when the release was last judged
-	// healthy; objects unchanged since are healthy still.
-	healthy map[string]string
+	// healthy, at healthyAt; objects unchanged since are healthy still.
+	healthy   map[string]string
+	healthyAt time.Time
 }
 
 // liveMeta is the part of an object's metadata that any change to it moves.
@@ -128,7 +130,7 @@ func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope
 		return
 	}
 	snap := v.(snapshot)
-	snap.healthy = map[string]string{}
+	snap.healthy, snap.healthyAt = map[string]string{}, time.Now()
 	for _, o := range s.objects {
 		now, ok := r.cachedMeta(ctx, o)
 		if !ok {
@@ -139,10 +141,11 @@ func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope
 	r.snapshots.Store(key, snap)
 }
 
-// stillHealthy says whether no object changed, status included, since it was judged healthy.
+// stillHealthy says whether no object changed, status included, since it was judged healthy
+// less than an interval ago. Once an interval the pods are looked at again all the same.
 func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope) bool {
 	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
-	if !ok || v.(snapshot).healthy == nil {
+	if !ok || v.(snapshot).healthy == nil || time.Since(v.(snapshot).healthyAt) >= s.obj.GetRequeueAfter() {
 		return false
 	}
 	healthy := v.(snapshot).healthy
