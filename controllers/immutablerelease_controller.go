@@ -63,6 +63,9 @@ type ImmutableReleaseReconciler struct {
 	clients sync.Map
 	// pendingCorrections are drift corrections not yet in a written status.
 	pendingCorrections counters
+	// conflicts remembers, per release, the last revert that conflicted, so that it is
+	// tried again only when the branch changes.
+	conflicts sync.Map // types.NamespacedName -> revertConflict
 }
 
 // Options tune the reconciler.

@@ -44,6 +44,8 @@ var (
 	kubeconfigPath string
 	gitServer      *testgit.Server
 	scheme         = runtime.NewScheme()
+	// operator is the reconciler the manager runs, for its Git statistics.
+	operator *ImmutableReleaseReconciler
 )
 
 func TestMain(m *testing.M) {
@@ -98,6 +100,7 @@ func runSuite(m *testing.M) int {
 		Git:      git.NewCache(storage),
 		Options:  Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4},
 	}
+	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up the controller:", err)
 		return 1

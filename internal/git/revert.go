@@ -83,6 +83,9 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 var errNonFastForward = errors.New("non-fast-forward")
 
 func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
+	c.mu.Lock()
+	c.stats.Reverts++
+	c.mu.Unlock()
 	// A bare clone: the revert is built from trees and blobs, no worktree is checked out.
 	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
 		URL:           req.URL,
