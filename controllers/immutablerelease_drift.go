@@ -253,6 +253,9 @@ func (c *counters) get(key types.NamespacedName) int64 {
 func (c *counters) written(key types.NamespacedName, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.n == nil {
+		return // nothing was ever counted: a nil map cannot be written
+	}
 	if c.n[key] -= n; c.n[key] <= 0 {
 		delete(c.n, key)
 	}
