@@ -36,8 +36,9 @@ func branchHead(g Gomega, repo *testgit.Repo) string {
 // applied at once.
 func TestRevertConflict(t *testing.T) {
 	g := NewWithT(t)
+	// The timeout leaves the fix room to roll out on a loaded machine.
 	ns, repo, obj := readyRelease(t, "ghcr.io/acme/web@"+digestV1, func(o *v1alpha1.ImmutableRelease) {
-		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+		o.Spec.Timeout = &metav1.Duration{Duration: 15 * time.Second}
 	})
 	bad := commit(t, repo, "Release a broken build", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})
 	reconcileNow(t, obj)
@@ -59,7 +60,7 @@ func TestRevertConflict(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	// Nothing was pushed; the fix is applied and becomes healthy.
-	cur = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	cur = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, 2*time.Minute)
 	g.Expect(cur.Status.LastAppliedRevision).To(Equal("main@sha1:" + fix))
 	g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV2))
 	g.Expect(branchHead(g, repo)).To(Equal(fix))
