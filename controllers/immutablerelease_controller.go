@@ -75,6 +75,9 @@ type ImmutableReleaseReconciler struct {
 	outdated sync.Map
 	// snapshots holds, per release, the live objects last found equal to Git.
 	snapshots sync.Map // types.NamespacedName -> snapshot
+	// conflicts remembers, per release, the last revert that conflicted, so that it is
+	// tried again only when the branch changes.
+	conflicts sync.Map // types.NamespacedName -> revertConflict
 }
 
 // Options tune the reconciler.

@@ -259,8 +259,8 @@ func (c *counters) get(key types.NamespacedName) int64 {
 func (c *counters) written(key types.NamespacedName, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n == 0 {
-		return
+	if n == 0 || c.n == nil {
+		return // nothing to take off; a nil map cannot be written
 	}
 	if c.n[key] -= n; c.n[key] <= 0 {
 		delete(c.n, key)

@@ -303,6 +303,11 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 			// The revert is in Git: apply it now.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 		}
+		if due, _ := r.gitCheckDue(obj); due {
+			// The rollback found the branch moved on (a conflict, a fix forward): the new
+			// head is what to apply, now rather than at the interval.
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
+		}
 		return requeue(obj, 0), stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 
 	default:

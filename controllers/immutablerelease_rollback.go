@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
@@ -99,22 +100,36 @@ func (r *ImmutableReleaseReconciler) revert(ctx context.Context, obj *v1alpha1.I
 	if obj.Spec.Rollback != nil && obj.Spec.Rollback.Author != nil {
 		author = *obj.Spec.Rollback.Author
 	}
+	if r.conflictUnchanged(ctx, obj, failedRev, auth) {
+		return nil
+	}
+	key, err := r.signingKey(ctx, obj)
+	if err != nil {
+		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.InvalidSigningKeyReason, "not reverting %s: %s", failedRev, err)
+		return retry(v1alpha1.InvalidSigningKeyReason, fmt.Errorf("signing the revert of %s: %w", failedRev, err))
+	}
 	res, err := r.Git.Revert(ctx, git.RevertRequest{
 		URL: obj.Spec.Git.URL, Branch: obj.Spec.Git.Ref.Branch, Auth: auth, Path: obj.Spec.Path,
 		Healthy: target, Failed: git.RevisionHash(failedRev),
 		Release: obj.Namespace + "/" + obj.Name, Reason: reason,
-		AuthorName: author.Name, AuthorEmail: author.Email,
+		AuthorName: author.Name, AuthorEmail: author.Email, SignKey: key,
 	})
+	var conflict *git.ConflictError
 	switch {
+	case errors.As(err, &conflict):
+		r.revertConflict(obj, failedRev, conflict)
+		r.requestFreshGitCheck(obj)
+		return nil
 	case errors.Is(err, git.ErrFixedForward):
 		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.FixedForwardReason,
-			"not reverting %s: newer commits changed the path; applying them instead", failedRev)
+			"not reverting %s: newer commits already undid its changes under the path; applying them instead", failedRev)
 		r.requestFreshGitCheck(obj)
 		return nil
 	case err != nil:
 		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.RevertFailedReason, "reverting %s: %s", failedRev, err)
 		return retry(v1alpha1.RevertFailedReason, fmt.Errorf("reverting revision %s in Git: %w", failedRev, err))
 	}
+	r.conflicts.Delete(client.ObjectKeyFromObject(obj))
 	var reverted []string
 	for _, c := range res.Reverted {
 		reverted = append(reverted, c.Hash)

@@ -30,7 +30,7 @@ var webhookSecret = []byte("webhook-shared-secret")
 func newReceiver(t testing.TB) *httptest.Server {
 	h := &receiver.Handler{
 		Secret:   func(context.Context) ([]byte, error) { return webhookSecret, nil },
-		Notifier: reconciler,
+		Notifier: operator,
 		Log:      logr.Discard(),
 	}
 	srv := httptest.NewServer(h)

@@ -38,14 +38,15 @@ import (
 var (
 	ctx context.Context
 	k8s client.Client
-	// reconciler is the reconciler the manager runs; the webhook receiver tests notify it.
-	reconciler *ImmutableReleaseReconciler
 	// cfgForTests connects as the same administrator as the operator.
 	cfgForTests *rest.Config
 	// kubeconfigPath is an administrator's kubeconfig file, for command-line tools.
 	kubeconfigPath string
 	gitServer      *testgit.Server
 	scheme         = runtime.NewScheme()
+	// operator is the reconciler the manager runs: its Git statistics, and the webhook
+	// receiver tests notify it.
+	operator *ImmutableReleaseReconciler
 )
 
 func TestMain(m *testing.M) {
@@ -100,7 +101,7 @@ func runSuite(m *testing.M) int {
 		Git:      git.NewCache(storage),
 		Options:  Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4},
 	}
-	reconciler = r
+	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up the controller:", err)
 		return 1

@@ -86,8 +86,13 @@ const (
 	// RevertPushedReason: a revert commit of the failed revision is on the branch.
 	RevertPushedReason string = "RevertPushed"
 
-	// RevertConflictReason: the revert cannot be made without guessing; nothing was pushed.
+	// RevertConflictReason: the revert cannot be made without guessing (later commits changed
+	// the same lines); nothing was pushed. It is tried again when the branch changes.
 	RevertConflictReason string = "RevertConflict"
+
+	// InvalidSigningKeyReason: spec.rollback.signingKeySecretRef names a Secret that is
+	// missing or whose key cannot sign; nothing was pushed. It is retried.
+	InvalidSigningKeyReason string = "InvalidSigningKey"
 
 	// RevertFailedReason: making or pushing the revert failed; it is retried.
 	RevertFailedReason string = "RevertFailed"
@@ -96,8 +101,8 @@ const (
 	// back to.
 	NoHealthyRevisionReason string = "NoHealthyRevision"
 
-	// FixedForwardReason: commits after the failed revision already changed the path; the
-	// new head is applied instead of a revert.
+	// FixedForwardReason: commits after the failed revision already undid its changes under
+	// the path; the new head is applied instead of a revert.
 	FixedForwardReason string = "FixedForward"
 
 	// QuarantinedDigestReason: the revision brings back a digest that failed in a reverted

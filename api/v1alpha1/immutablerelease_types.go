@@ -104,6 +104,13 @@ type RollbackSpec struct {
 	// +optional
 	Author *CommitAuthor `json:"author,omitempty"`
 
+	// signingKeySecretRef names a Secret in the release's namespace that holds, under the key
+	// git.asc, an ASCII-armored OpenPGP private key, and under passphrase the passphrase that
+	// unlocks it, if any. Revert commits are then signed with it, as git commit -S does. When
+	// the Secret is missing or its key cannot sign, nothing is pushed.
+	// +optional
+	SigningKeySecretRef *meta.LocalObjectReference `json:"signingKeySecretRef,omitempty"`
+
 	// quarantine, true by default, refuses a later revision that brings back a digest of a
 	// reverted revision for the same container, until a person lifts it with the
 	// release.immutable.dev/unquarantine annotation.

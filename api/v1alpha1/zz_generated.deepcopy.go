@@ -335,6 +335,11 @@ func (in *RollbackSpec) DeepCopyInto(out *RollbackSpec) {
 		*out = new(CommitAuthor)
 		**out = **in
 	}
+	if in.SigningKeySecretRef != nil {
+		in, out := &in.SigningKeySecretRef, &out.SigningKeySecretRef
+		*out = new(meta.LocalObjectReference)
+		**out = **in
+	}
 	if in.Quarantine != nil {
 		in, out := &in.Quarantine, &out.Quarantine
 		*out = new(bool)

@@ -80,6 +80,8 @@ type Commit struct {
 type Stats struct {
 	Lists   int64
 	Fetches int64
+	// Reverts counts the clones made to build a revert.
+	Reverts int64
 }
 
 // Cache is the shared store of every repository the operator reads. It is safe for

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"path"
 	"strings"
 	"time"
 
-	"github.com/go-git/go-billy/v5"
-	"github.com/go-git/go-billy/v5/memfs"
+	"github.com/ProtonMail/go-crypto/openpgp"
 	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -34,6 +33,8 @@ type RevertRequest struct {
 	Reason      string
 	AuthorName  string
 	AuthorEmail string
+	// SignKey, when set, signs the revert commit (OpenPGP, as git commit -S).
+	SignKey *openpgp.Entity
 }
 
 // RevertResult is the revert commit on the branch.
@@ -46,9 +47,10 @@ type RevertResult struct {
 	Existing bool
 }
 
-// ErrFixedForward: commits after the failed revision already changed the path. The new head
-// is what to apply; a revert would throw that work away.
-var ErrFixedForward = errors.New("the branch moved on: commits after the failed revision changed the path")
+// ErrFixedForward: commits after the failed revision already undid its changes under the
+// path (fixed forward, or reverted by hand): the revert would change nothing. The new head is
+// what to apply.
+var ErrFixedForward = errors.New("the branch moved on: commits after the failed revision already undid its changes under the path")
 
 // Trailers the revert commit carries; the first two also find it again.
 const (
@@ -60,8 +62,10 @@ const (
 // maxPushAttempts bounds the retries when the branch moves while the revert is pushed.
 const maxPushAttempts = 3
 
-// Revert makes and pushes the revert: the path's files go back to what they were at the
-// healthy revision, and nothing outside the path changes. It is idempotent: a revert for
+// Revert makes and pushes the revert: each commit after the healthy revision up to the failed
+// one that changed the path has its changes under the path undone on the branch head, as
+// `git revert` would, and nothing outside the path changes. Later commits' changes stay;
+// when they changed the same lines, a *ConflictError is returned and nothing is pushed. It is idempotent: a revert for
 // the same release and failed revision already on the branch is returned, not repeated.
 // When the branch moves during the push it starts again from the new head (bounded).
 func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, error) {
@@ -79,12 +83,16 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 var errNonFastForward = errors.New("non-fast-forward")
 
 func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
-	fs := memfs.New()
-	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), fs, &gogit.CloneOptions{
+	c.mu.Lock()
+	c.stats.Reverts++
+	c.mu.Unlock()
+	// A bare clone: the revert is built from trees and blobs, no worktree is checked out.
+	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
 		URL:           req.URL,
 		Auth:          req.Auth.Method,
 		ReferenceName: plumbing.NewBranchReferenceName(req.Branch),
 		SingleBranch:  true,
+		NoCheckout:    true,
 		Tags:          gogit.NoTags,
 	})
 	if err != nil {
@@ -100,8 +108,8 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	}
 	prefix := cleanPrefix(req.Path)
 
-	// Walk the first-parent history from the head: find an earlier revert, and whether
-	// anything after the failed revision changed the path.
+	// Walk the first-parent history from the head: find an earlier revert, and the commits
+	// made after the failed revision.
 	var after []*object.Commit
 	found := false
 	for cur := head; cur != nil; cur = firstParent(repo, cur) {
@@ -117,11 +125,13 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	if !found {
 		return nil, fmt.Errorf("revision %s is not in the first-parent history of branch %s (was it force-pushed away?)", req.Failed, req.Branch)
 	}
+	laterChangedPath := false
 	for _, c := range after {
 		if changed, err := touches(repo, c, prefix); err != nil {
 			return nil, err
 		} else if changed {
-			return nil, ErrFixedForward
+			laterChangedPath = true
+			break
 		}
 	}
 
@@ -130,7 +140,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	if err != nil {
 		return nil, err
 	}
-	var reverted []Commit
+	var toRevert []*object.Commit
 	healthyFound := false
 	for cur := failed; cur != nil; cur = firstParent(repo, cur) {
 		if cur.Hash.String() == req.Healthy {
@@ -140,56 +150,55 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 		if changed, err := touches(repo, cur, prefix); err != nil {
 			return nil, err
 		} else if changed {
-			reverted = append(reverted, describe(cur))
+			toRevert = append(toRevert, cur)
 		}
 	}
 	if !healthyFound {
 		return nil, fmt.Errorf("the healthy revision %s is not in the first-parent history before %s", req.Healthy, req.Failed)
 	}
-	if len(reverted) == 0 {
+	if len(toRevert) == 0 {
 		return nil, fmt.Errorf("no commit between %s and %s changed %q: nothing to revert", short(req.Healthy), short(req.Failed), req.Path)
 	}
+	var reverted []Commit
+	for _, c := range toRevert {
+		reverted = append(reverted, describe(c))
+	}
 
-	// Nothing after the failed revision changed the path, so the head's files under it are
-	// the failed revision's: putting back the healthy revision's files is the revert.
-	healthy, err := repo.CommitObject(plumbing.NewHash(req.Healthy))
+	// Undo each commit's changes under the path on the head, as git revert would; what
+	// later commits changed stays, unless they changed the same lines.
+	rv := &reverter{repo: repo, prefix: prefix}
+	tree, conflicts, err := rv.revert(head, toRevert, after)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("building the revert: %w", err)
 	}
-	want, err := filesUnder(healthy, prefix)
-	if err != nil {
-		return nil, err
+	if len(conflicts) > 0 {
+		return nil, &ConflictError{Head: head.Hash.String(), Files: conflicts}
 	}
-	have, err := filesUnder(head, prefix)
-	if err != nil {
-		return nil, err
-	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		return nil, err
-	}
-	for name := range have {
-		if _, keep := want[name]; !keep {
-			if _, err := wt.Remove(name); err != nil {
-				return nil, fmt.Errorf("removing %s: %w", name, err)
-			}
+	if tree == head.TreeHash {
+		if laterChangedPath {
+			return nil, ErrFixedForward
 		}
+		return nil, fmt.Errorf("the files under %q at the head are already those of %s: nothing to revert", req.Path, short(req.Healthy))
 	}
-	for name, content := range want {
-		if have[name] == content {
-			continue
-		}
-		if err := writeFile(fs, name, content); err != nil {
+
+	sig := object.Signature{Name: req.AuthorName, Email: req.AuthorEmail, When: time.Now()}
+	commit := &object.Commit{Author: sig, Committer: sig, Message: revertMessage(req, reverted),
+		TreeHash: tree, ParentHashes: []plumbing.Hash{head.Hash}}
+	if req.SignKey != nil {
+		if err := sign(commit, req.SignKey); err != nil {
 			return nil, err
 		}
-		if _, err := wt.Add(name); err != nil {
-			return nil, fmt.Errorf("adding %s: %w", name, err)
-		}
 	}
-	sig := &object.Signature{Name: req.AuthorName, Email: req.AuthorEmail, When: time.Now()}
-	hash, err := wt.Commit(revertMessage(req, reverted), &gogit.CommitOptions{Author: sig, Committer: sig})
+	obj := repo.Storer.NewEncodedObject()
+	if err := commit.Encode(obj); err != nil {
+		return nil, fmt.Errorf("committing the revert: %w", err)
+	}
+	hash, err := repo.Storer.SetEncodedObject(obj)
 	if err != nil {
 		return nil, fmt.Errorf("committing the revert: %w", err)
+	}
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName(req.Branch), hash)); err != nil {
+		return nil, err
 	}
 	err = repo.PushContext(ctx, &gogit.PushOptions{
 		Auth:     req.Auth.Method,
@@ -254,64 +263,39 @@ func firstParent(repo *gogit.Repository, c *object.Commit) *object.Commit {
 	return p
 }
 
-// touches says whether c changed a file under prefix, compared with its first parent.
-func touches(repo *gogit.Repository, c *object.Commit, prefix string) (bool, error) {
-	mine, err := filesUnder(c, prefix)
+// touches says whether c changed the file or folder at p ("" for everything), compared
+// with its first parent.
+func touches(repo *gogit.Repository, c *object.Commit, p string) (bool, error) {
+	mine, err := entryAt(c, p)
 	if err != nil {
 		return false, err
 	}
-	parent := firstParent(repo, c)
-	theirs := map[string]string{}
-	if parent != nil {
-		if theirs, err = filesUnder(parent, prefix); err != nil {
+	var theirs entry
+	if parent := firstParent(repo, c); parent != nil {
+		if theirs, err = entryAt(parent, p); err != nil {
 			return false, err
 		}
 	}
-	if len(mine) != len(theirs) {
-		return true, nil
-	}
-	for k, v := range mine {
-		if theirs[k] != v {
-			return true, nil
-		}
-	}
-	return false, nil
+	return mine != theirs, nil
 }
 
-// filesUnder maps each file under prefix to its content.
-func filesUnder(c *object.Commit, prefix string) (map[string]string, error) {
-	tree, err := c.Tree()
+// entryAt is the tree entry at p in c, the root tree for "", or a zero entry when absent.
+func entryAt(c *object.Commit, p string) (entry, error) {
+	if p == "" {
+		return entry{mode: filemode.Dir, hash: c.TreeHash}, nil
+	}
+	root, err := c.Tree()
 	if err != nil {
-		return nil, err
+		return entry{}, err
 	}
-	out := map[string]string{}
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if prefix == "" || f.Name == prefix || strings.HasPrefix(f.Name, prefix+"/") {
-			content, err := f.Contents()
-			if err != nil {
-				return err
-			}
-			out[f.Name] = content
-		}
-		return nil
-	})
-	return out, err
-}
-
-// writeFile writes content to name in the worktree's file system.
-func writeFile(fs billy.Filesystem, name, content string) error {
-	if err := fs.MkdirAll(path.Dir(name), 0o755); err != nil {
-		return err
+	e, err := root.FindEntry(p)
+	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
+		return entry{}, nil
 	}
-	f, err := fs.Create(name)
 	if err != nil {
-		return err
+		return entry{}, err
 	}
-	if _, err := io.WriteString(f, content); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return entry{mode: e.Mode, hash: e.Hash}, nil
 }
 
 func cleanPrefix(p string) string {
