@@ -47,7 +47,8 @@ type RevertResult struct {
 	Existing bool
 }
 
-// ErrFixedForward: commits after the failed revision already undid its changes under the
+// ErrFixedForward: commits pushed while the revert was being pushed changed the path, or
+// commits after the failed revision already undid its changes under the
 // path (fixed forward, or reverted by hand): the revert would change nothing. The new head is
 // what to apply.
 var ErrFixedForward = errors.New("the branch moved on: commits after the failed revision already undid its changes under the path")
@@ -70,8 +71,9 @@ const maxPushAttempts = 3
 // When the branch moves during the push it starts again from the new head (bounded).
 func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, error) {
 	var lastErr error
+	seenHead := ""
 	for attempt := 0; attempt < maxPushAttempts; attempt++ {
-		res, err := c.revertOnce(ctx, req)
+		res, err := c.revertOnce(ctx, req, seenHead, &seenHead)
 		if err == nil || !errors.Is(err, errNonFastForward) {
 			return res, err
 		}
@@ -82,7 +84,11 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 
 var errNonFastForward = errors.New("non-fast-forward")
 
-func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
+// revertOnce builds and pushes the revert on the branch head, and reports that head in
+// *head. seenHead is the head of an attempt whose push the branch outran: if the commits
+// pushed since changed the path, someone fixed forward while the revert was being pushed,
+// and the rollback is dropped (ErrFixedForward) for the new head to be applied instead.
+func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead string, headOut *string) (*RevertResult, error) {
 	c.mu.Lock()
 	c.stats.Reverts++
 	c.mu.Unlock()
@@ -106,6 +112,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	if err != nil {
 		return nil, err
 	}
+	*headOut = head.Hash.String()
 	prefix := cleanPrefix(req.Path)
 
 	// Walk the first-parent history from the head: find an earlier revert, and the commits
@@ -124,6 +131,18 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	}
 	if !found {
 		return nil, fmt.Errorf("revision %s is not in the first-parent history of branch %s (was it force-pushed away?)", req.Failed, req.Branch)
+	}
+	if seenHead != "" {
+		for _, c := range after {
+			if c.Hash.String() == seenHead {
+				break
+			}
+			if changed, err := touches(repo, c, prefix); err != nil {
+				return nil, err
+			} else if changed {
+				return nil, ErrFixedForward
+			}
+		}
 	}
 	laterChangedPath := false
 	for _, c := range after {
