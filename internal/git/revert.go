@@ -34,6 +34,9 @@ type RevertRequest struct {
 	Reason      string
 	AuthorName  string
 	AuthorEmail string
+	// PushBranch, when set, is a new branch the revert commit is pushed to instead of
+	// Branch: the commit is still made on Branch's head (see ProposeRevert).
+	PushBranch string
 }
 
 // RevertResult is the revert commit on the branch.
@@ -191,9 +194,13 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest) (*RevertResul
 	if err != nil {
 		return nil, fmt.Errorf("committing the revert: %w", err)
 	}
+	target := req.Branch
+	if req.PushBranch != "" {
+		target = req.PushBranch
+	}
 	err = repo.PushContext(ctx, &gogit.PushOptions{
 		Auth:     req.Auth.Method,
-		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%[1]s:refs/heads/%[1]s", req.Branch))},
+		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
 	})
 	if err != nil {
 		if errors.Is(err, gogit.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
