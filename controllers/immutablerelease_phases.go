@@ -226,6 +226,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	obj.Status.Images = images
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+		r.settleProposal(ctx, s, images)
 		recordRevertFromGit(obj, s.commit)
 		quarantineFailedDigests(obj, s.commit.Hash, images)
 		if !s.commit.Time.IsZero() {
@@ -279,6 +280,9 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		setResult(obj, revision, v1alpha1.ReleaseFailed, msg)
 		if err := r.rollback(ctx, s, msg); err != nil {
 			return ctrl.Result{}, err
+		}
+		if rollbackPending(obj) {
+			msg += "; pull request " + obj.Status.LastRollback.PullRequestURL + " proposes its revert"
 		}
 		if c := conditions.Get(obj, v1alpha1.RolledBackCondition); c != nil && c.Status == metav1.ConditionTrue &&
 			obj.Status.LastRollback != nil && obj.Status.LastRollback.FailedRevision == revision {
