@@ -160,8 +160,10 @@ func TestRollbackByPullRequest(t *testing.T) {
 	g.Expect(ready.Reason).To(Equal(v1alpha1.HealthCheckFailedReason))
 	g.Expect(ready.Message).To(ContainSubstring("pull request " + lr.PullRequestURL + " proposes its revert"))
 	checkKstatus(t, cur, status.FailedStatus)
-	g.Expect(typedEvents(g, obj, "RollbackProposed")).To(ContainElement(And(
-		HaveField("Type", corev1.EventTypeWarning), HaveField("Note", ContainSubstring("Opened pull request "+lr.PullRequestURL)))))
+	g.Eventually(func(g Gomega) {
+		g.Expect(typedEvents(g, obj, "RollbackProposed")).To(ContainElement(And(
+			HaveField("Type", corev1.EventTypeWarning), HaveField("Note", ContainSubstring("Opened pull request "+lr.PullRequestURL)))))
+	}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
 
 	// Reconciling again opens nothing more.
 	reconcileNow(t, obj)
