@@ -181,8 +181,13 @@ func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
 	if release != obj.Namespace+"/"+obj.Name {
 		return
 	}
+	if lr := obj.Status.LastRollback; lr != nil && git.RevisionHash(lr.FailedRevision) == failed && lr.RevertCommit != "" {
+		// Already recorded, when the revert was pushed or by settleProposal: a merge
+		// commit that quotes the trailers must not overwrite it.
+		return
+	}
 	for _, h := range obj.Status.History {
-		if git.RevisionHash(h.Revision) == failed && (obj.Status.LastRollback == nil || obj.Status.LastRollback.RevertCommit != commit.Hash) {
+		if git.RevisionHash(h.Revision) == failed {
 			recordRollback(obj, h.Revision, commit.Hash, nil, "", h.Result == v1alpha1.ReleaseFailed)
 			return
 		}

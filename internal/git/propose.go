@@ -137,16 +137,22 @@ func (c *Cache) Outcome(repoURL, head, failed, revertCommit, release, path strin
 	}
 
 	// Every parent, not only the first: a merge commit brings the revert as its second.
+	// The revert commit itself wins over a commit that only carries its trailers (a
+	// squash, a rebase, or a merge commit whose message quotes the pull request).
 	queue := []*object.Commit{tip}
 	seen := map[plumbing.Hash]bool{tip.Hash: true}
+	copied := ""
 	for n := 0; len(queue) > 0 && n < maxOutcomeWalk; n++ {
 		cur := queue[0]
 		queue = queue[1:]
 		if cur.Hash.String() == failed {
 			continue
 		}
-		if cur.Hash.String() == revertCommit || isRevertOf(cur, release, failed) {
-			return ProposalOutcome{Merged: cur.Hash.String()}, nil
+		if cur.Hash.String() == revertCommit {
+			return ProposalOutcome{Merged: revertCommit}, nil
+		}
+		if copied == "" && isRevertOf(cur, release, failed) {
+			copied = cur.Hash.String()
 		}
 		for _, p := range cur.ParentHashes {
 			if seen[p] {
@@ -159,6 +165,9 @@ func (c *Cache) Outcome(repoURL, head, failed, revertCommit, release, path strin
 		}
 	}
 
+	if copied != "" {
+		return ProposalOutcome{Merged: copied}, nil
+	}
 	prefix := cleanPrefix(path)
 	for cur := tip; cur != nil; cur = firstParent(r.repo, cur) {
 		if cur.Hash.String() == failed {
