@@ -57,7 +57,8 @@ func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeR
 				return nil, err
 			}
 			if isRevertOf(head, req.Release, req.Failed) {
-				return &ProposeResult{RevertResult: RevertResult{Commit: head.Hash.String(), Existing: true}, Branch: branch, Message: head.Message}, nil
+				res := RevertResult{Commit: head.Hash.String(), Existing: true, Reverted: revertedBy(head.Message)}
+				return &ProposeResult{RevertResult: res, Branch: branch, Message: head.Message}, nil
 			}
 			taken = append(taken, branch)
 			continue
@@ -83,6 +84,18 @@ func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeR
 		return &ProposeResult{RevertResult: *res, Branch: branch, Message: head.Message}, nil
 	}
 	return nil, fmt.Errorf("branches %s already exist and do not hold a revert of %s for %s: delete them", strings.Join(taken, " and "), short(req.Failed), req.Release)
+}
+
+// revertedBy reads the commits a revert message names, in its "This reverts commit <sha>."
+// lines (the hash only).
+func revertedBy(message string) []Commit {
+	var out []Commit
+	for _, line := range strings.Split(message, "\n") {
+		if h, ok := strings.CutPrefix(line, "This reverts commit "); ok {
+			out = append(out, Commit{Hash: strings.TrimSuffix(strings.TrimSpace(h), ".")})
+		}
+	}
+	return out
 }
 
 // branchHead reads the head commit of a branch of the remote.

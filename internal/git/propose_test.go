@@ -70,6 +70,7 @@ func TestProposeRevert(t *testing.T) {
 	g.Expect(again.Branch).To(Equal(res.Branch))
 	g.Expect(again.Commit).To(Equal(res.Commit))
 	g.Expect(again.Message).To(Equal(res.Message))
+	g.Expect(again.Reverted).To(Equal([]Commit{{Hash: failed}}))
 	g.Expect(remoteBranches(t, repo)).To(HaveLen(3))
 
 	// Both names held by something else: nothing is pushed, and the message says what to do.
