@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/cli"
 	"github.com/immutable-release/operator/internal/testgit"
 	"github.com/immutable-release/operator/internal/testgitea"
 )
@@ -164,6 +165,10 @@ func TestRollbackByPullRequest(t *testing.T) {
 		g.Expect(typedEvents(g, obj, "RollbackProposed")).To(ContainElement(And(
 			HaveField("Type", corev1.EventTypeWarning), HaveField("Note", ContainSubstring("Opened pull request "+lr.PullRequestURL)))))
 	}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	code, out, _ := kubectlRelease("status", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK))
+	g.Expect(out).To(ContainSubstring("Last rollback: main@sha1:" + bad + " failed, revert " + lr.RevertCommit + " proposed in " + lr.PullRequestURL + ", not merged yet"))
 
 	// Reconciling again opens nothing more.
 	reconcileNow(t, obj)
