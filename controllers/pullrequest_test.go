@@ -68,6 +68,7 @@ func giteaRepo(t *testing.T, gt *testgitea.Server, namespace, token string, file
 	repo, err := testgit.NewClone(filepath.Join(t.TempDir(), name), url, gt.PushURL(name), "main")
 	g.Expect(err).NotTo(HaveOccurred())
 	commit(t, repo, "Initial release", files)
+	g.Expect(gt.WaitForBranch(ctx, name, "main")).To(Succeed())
 	g.Expect(k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: namespace},
 		StringData: map[string]string{"username": gt.User, "password": gt.Password},

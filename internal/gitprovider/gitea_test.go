@@ -45,6 +45,8 @@ func TestGiteaAgainstARealGitea(t *testing.T) {
 	g.Expect(clone.Write(map[string]string{"app/deployment.yaml": "image: good\n"})).To(Succeed())
 	_, err = clone.CommitAndPush(`Revert "Release a broken build"`)
 	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(gt.WaitForBranch(ctx, "shop", "main")).To(Succeed())
+	g.Expect(gt.WaitForBranch(ctx, "shop", revertBranch)).To(Succeed())
 
 	c, err := New(Options{Provider: Gitea, RepoURL: repoURL, Token: gt.Token})
 	g.Expect(err).NotTo(HaveOccurred())

@@ -256,6 +256,33 @@ func (s *Server) CreateRepo(ctx context.Context, name string) (string, error) {
 	return s.URL + "/" + s.User + "/" + name + ".git", nil
 }
 
+// WaitForBranch waits until Gitea has processed a push of branch to the administrator's
+// repository name: it records pushes in its database after the Git push has returned, and
+// its API answers 404 for the pull requests of a repository it still takes for empty.
+func (s *Server) WaitForBranch(ctx context.Context, name, branch string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var repo struct {
+			Empty bool `json:"empty"`
+		}
+		err := s.API(ctx, http.MethodGet, "/repos/"+s.User+"/"+name+"/branches/"+url.PathEscape(branch), nil, nil)
+		if err == nil {
+			err = s.API(ctx, http.MethodGet, "/repos/"+s.User+"/"+name, nil, &repo)
+		}
+		if err == nil && !repo.Empty {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gitea did not show branch %s of %s within 30s: %v", branch, name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // PushURL is the Git address of the administrator's repository name, with credentials.
 func (s *Server) PushURL(name string) string {
 	u, _ := url.Parse(s.URL + "/" + s.User + "/" + name + ".git")
