@@ -235,6 +235,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	obj.Status.Images = images
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+		r.settleProposal(ctx, s, images)
 		recordRevertFromGit(obj, s.commit)
 		quarantineFailedDigests(obj, s.commit.Hash, images)
 		if !s.commit.Time.IsZero() {
@@ -297,6 +298,9 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		}
 		if last := obj.Status.LastRollback; last != nil && last != previous && last.FailedRevision == revision {
 			rollbackDuration.Observe(time.Since(verdict).Seconds())
+		}
+		if rollbackPending(obj) {
+			msg += "; pull request " + obj.Status.LastRollback.PullRequestURL + " proposes its revert"
 		}
 		if c := conditions.Get(obj, v1alpha1.RolledBackCondition); c != nil && c.Status == metav1.ConditionTrue &&
 			obj.Status.LastRollback != nil && obj.Status.LastRollback.FailedRevision == revision {

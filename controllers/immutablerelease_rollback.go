@@ -35,6 +35,11 @@ func (r *ImmutableReleaseReconciler) rollback(ctx context.Context, s *scope, rea
 	if lr := obj.Status.LastRollback; lr != nil && lr.FailedRevision == failedRev {
 		return nil
 	}
+	if rollbackPending(obj) {
+		// The branch did not change the path since the revision the pull request reverts:
+		// the same pull request still rolls this one back.
+		return nil
+	}
 	healthyRev := lastHealthy(obj, failedRev)
 	if healthyRev == "" {
 		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.NoHealthyRevisionReason,
@@ -92,14 +97,14 @@ func lastHealthy(obj *v1alpha1.ImmutableRelease, rev string) string {
 // manual is true for a rollback a person asked for: the reverted revision did not fail, so
 // it is not marked Failed and its digests are not quarantined.
 func (r *ImmutableReleaseReconciler) revert(ctx context.Context, obj *v1alpha1.ImmutableRelease, failedRev, target, reason string, manual bool) error {
+	if obj.GetRollbackMode() == v1alpha1.RollbackPullRequest {
+		return r.proposeRevert(ctx, obj, failedRev, target, reason, manual)
+	}
 	auth, err := r.gitAuth(ctx, obj)
 	if err != nil {
 		return err
 	}
-	author := v1alpha1.CommitAuthor{Name: defaultAuthorName, Email: defaultAuthorEmail}
-	if obj.Spec.Rollback != nil && obj.Spec.Rollback.Author != nil {
-		author = *obj.Spec.Rollback.Author
-	}
+	author := revertAuthor(obj)
 	if r.conflictUnchanged(ctx, obj, failedRev, auth) {
 		return nil
 	}
@@ -141,6 +146,14 @@ func (r *ImmutableReleaseReconciler) revert(ctx context.Context, obj *v1alpha1.I
 	return nil
 }
 
+// revertAuthor is spec.rollback.author or the default author.
+func revertAuthor(obj *v1alpha1.ImmutableRelease) v1alpha1.CommitAuthor {
+	if obj.Spec.Rollback != nil && obj.Spec.Rollback.Author != nil {
+		return *obj.Spec.Rollback.Author
+	}
+	return v1alpha1.CommitAuthor{Name: defaultAuthorName, Email: defaultAuthorEmail}
+}
+
 func short(hash string) string {
 	if len(hash) > 7 {
 		return hash[:7]
@@ -150,14 +163,7 @@ func short(hash string) string {
 
 // recordRollback notes the revert in the status and in the failed revision's history entry.
 func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string, failed bool) {
-	var failedImages []v1alpha1.WorkloadImage
-	for _, im := range obj.Status.Images {
-		if failed {
-			failedImages = append(failedImages, v1alpha1.WorkloadImage{Workload: im.Workload, Container: im.Container, Image: im.Image})
-		}
-	}
-	obj.Status.LastRollback = &v1alpha1.Rollback{FailedRevision: failedRev, RevertCommit: commit,
-		RevertedCommits: reverted, Reason: reason, Time: metav1.Now(), FailedImages: failedImages}
+	obj.Status.LastRollback = newRollback(obj, failedRev, commit, reverted, reason, failed)
 	for i := range obj.Status.History {
 		if obj.Status.History[i].Revision == failedRev {
 			if failed {
@@ -170,6 +176,19 @@ func recordRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, re
 		"revision %s reverted by commit %s in Git", failedRev, commit)
 }
 
+// newRollback describes a revert of failedRev; the images of a failed revision (not of one
+// a person asked to roll back) are kept for the quarantine.
+func newRollback(obj *v1alpha1.ImmutableRelease, failedRev, commit string, reverted []string, reason string, failed bool) *v1alpha1.Rollback {
+	var failedImages []v1alpha1.WorkloadImage
+	for _, im := range obj.Status.Images {
+		if failed {
+			failedImages = append(failedImages, v1alpha1.WorkloadImage{Workload: im.Workload, Container: im.Container, Image: im.Image})
+		}
+	}
+	return &v1alpha1.Rollback{FailedRevision: failedRev, RevertCommit: commit,
+		RevertedCommits: reverted, Reason: reason, Time: metav1.Now(), FailedImages: failedImages}
+}
+
 // recordRevertFromGit derives the rollback from the revert commit's trailers when it is
 // applied, so that the status is right also after a crash between push and status update.
 func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
@@ -177,8 +196,13 @@ func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
 	if release != obj.Namespace+"/"+obj.Name {
 		return
 	}
+	if lr := obj.Status.LastRollback; lr != nil && git.RevisionHash(lr.FailedRevision) == failed && lr.RevertCommit != "" {
+		// Already recorded, when the revert was pushed or by settleProposal: a merge
+		// commit that quotes the trailers must not overwrite it.
+		return
+	}
 	for _, h := range obj.Status.History {
-		if git.RevisionHash(h.Revision) == failed && (obj.Status.LastRollback == nil || obj.Status.LastRollback.RevertCommit != commit.Hash) {
+		if git.RevisionHash(h.Revision) == failed {
 			recordRollback(obj, h.Revision, commit.Hash, nil, "", h.Result == v1alpha1.ReleaseFailed)
 			return
 		}
@@ -193,8 +217,16 @@ func (r *ImmutableReleaseReconciler) requestFreshGitCheck(obj *v1alpha1.Immutabl
 // quarantineFailedDigests, once the revert of a failed revision is applied, quarantines the
 // digests that the failed revision brought and the revert took away.
 func quarantineFailedDigests(obj *v1alpha1.ImmutableRelease, revisionHash string, images []v1alpha1.WorkloadImage) {
+	if lr := obj.Status.LastRollback; lr != nil && lr.RevertCommit == revisionHash {
+		quarantineDigests(obj, images)
+	}
+}
+
+// quarantineDigests quarantines the failed images of the last rollback that images, the
+// containers of the revision that brought the revert, no longer run.
+func quarantineDigests(obj *v1alpha1.ImmutableRelease, images []v1alpha1.WorkloadImage) {
 	lr := obj.Status.LastRollback
-	if lr == nil || lr.RevertCommit != revisionHash || !obj.QuarantineEnabled() {
+	if lr == nil || !obj.QuarantineEnabled() {
 		return
 	}
 	kept := map[string]bool{}

@@ -78,6 +78,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer gitServer.Stop()
+	defer stopGitea()
 
 	cacheOpts, err := CacheOptions("")
 	if err != nil {

@@ -8,8 +8,15 @@ const (
 	HealthyCondition string = "Healthy"
 
 	// RolledBackCondition reports the last rollback: True once a revert of a failed
-	// revision is in Git, False when it could not be made.
+	// revision is in Git, False when it could not be made, Unknown while a pull request
+	// proposes it (PullRequest mode).
 	RolledBackCondition string = "RolledBack"
+
+	// RollbackPendingCondition is True in PullRequest mode while a pull request proposes
+	// the revert of a failed revision and the branch has not changed under spec.path
+	// since. It turns False when the branch changes: the pull request was merged, or
+	// someone fixed forward.
+	RollbackPendingCondition string = "RollbackPending"
 
 	// DriftedCondition is True while a live object differs from Git in Report mode.
 	DriftedCondition string = "Drifted"
@@ -102,12 +109,26 @@ const (
 	NoHealthyRevisionReason string = "NoHealthyRevision"
 
 	// FixedForwardReason: commits after the failed revision already undid its changes under
-	// the path; the new head is applied instead of a revert.
+	// the path, or commits pushed to the path while the revert was being pushed; the new head
+	// is applied instead of a revert. In PullRequest mode it also ends RollbackPending; the
+	// pull request is left for a person to close.
 	FixedForwardReason string = "FixedForward"
 
 	// QuarantinedDigestReason: the revision brings back a digest that failed in a reverted
 	// revision. Nothing of it is applied until the quarantine is lifted.
 	QuarantinedDigestReason string = "QuarantinedDigest"
+
+	// PullRequestOpenedReason: a pull request proposes the revert (RollbackPending=True);
+	// the cluster stays on what the branch says until it changes.
+	PullRequestOpenedReason string = "PullRequestOpened"
+
+	// PullRequestMergedReason: the branch now holds the proposed revert, and it is applied.
+	PullRequestMergedReason string = "PullRequestMerged"
+
+	// PullRequestFailedReason: the revert could not be proposed: the token Secret named in
+	// spec.rollback.pullRequest.secretRef is missing or has no token key, the provider
+	// refused the token, or its API failed. Retried with backoff.
+	PullRequestFailedReason string = "PullRequestFailed"
 
 	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
 	DriftCorrectedReason string = "DriftCorrected"

@@ -82,23 +82,32 @@ type ImmutableReleaseSpec struct {
 }
 
 // RollbackMode is how a failed revision is rolled back.
-// +kubebuilder:validation:Enum=Revert;Disabled
+// +kubebuilder:validation:Enum=Revert;PullRequest;Disabled
 type RollbackMode string
 
 const (
 	// RollbackRevert pushes a commit to the branch that reverts, under spec.path, the
 	// commits since the last healthy revision; the operator then applies it.
 	RollbackRevert RollbackMode = "Revert"
+	// RollbackPullRequest pushes the same revert commit to a new branch and opens a pull
+	// request for it. The cluster stays on what the branch says until the branch changes
+	// (the pull request is merged, or someone fixes forward).
+	RollbackPullRequest RollbackMode = "PullRequest"
 	// RollbackDisabled leaves a failed revision in place.
 	RollbackDisabled RollbackMode = "Disabled"
 )
 
 // RollbackSpec configures rollback by revert.
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'PullRequest' || has(self.pullRequest)",message="rollback.pullRequest is required when rollback.mode is PullRequest"
 type RollbackSpec struct {
-	// mode is Revert (the default) or Disabled.
+	// mode is Revert (the default), PullRequest or Disabled.
 	// +kubebuilder:default=Revert
 	// +optional
 	Mode RollbackMode `json:"mode,omitempty"`
+
+	// pullRequest says where to open the pull request in PullRequest mode.
+	// +optional
+	PullRequest *PullRequestSpec `json:"pullRequest,omitempty"`
 
 	// author of revert commits. Defaults to ImmutableRelease <immutable-release@noreply.local>.
 	// +optional
@@ -116,6 +125,46 @@ type RollbackSpec struct {
 	// release.immutable.dev/unquarantine annotation.
 	// +optional
 	Quarantine *bool `json:"quarantine,omitempty"`
+}
+
+// GitProvider is the forge whose API opens pull requests.
+// +kubebuilder:validation:Enum=github;gitlab;gitea
+type GitProvider string
+
+const (
+	// GitProviderGitHub is GitHub or GitHub Enterprise Server.
+	GitProviderGitHub GitProvider = "github"
+	// GitProviderGitLab is GitLab (merge requests).
+	GitProviderGitLab GitProvider = "gitlab"
+	// GitProviderGitea is Gitea or Forgejo.
+	GitProviderGitea GitProvider = "gitea"
+)
+
+// PullRequestSpec configures the pull requests of PullRequest mode.
+type PullRequestSpec struct {
+	// provider is github, gitlab or gitea.
+	// +required
+	Provider GitProvider `json:"provider"`
+
+	// secretRef names a Secret in the release's namespace whose key token holds an API
+	// token that may push branches and open pull requests (GitHub: contents and pull
+	// requests write; GitLab: api scope; Gitea: write:repository).
+	// +required
+	SecretRef meta.LocalObjectReference `json:"secretRef"`
+
+	// baseBranch is the branch the pull request asks to merge into. Defaults to
+	// spec.git.ref.branch.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	BaseBranch string `json:"baseBranch,omitempty"`
+
+	// apiURL is the provider's API root, for example https://ghe.example.com/api/v3. By
+	// default it is derived from spec.git.url: https://api.github.com for github.com,
+	// <scheme>://<host>/api/v3 for another GitHub host, <scheme>://<host>/api/v4 for
+	// GitLab and <scheme>://<host>/api/v1 for Gitea (https for ssh:// URLs).
+	// +kubebuilder:validation:Pattern="^https?://.*$"
+	// +optional
+	APIURL string `json:"apiURL,omitempty"`
 }
 
 // RollbackToAnnotation asks for a manual rollback: the commits after the named revision (a
@@ -155,9 +204,13 @@ type CommitAuthor struct {
 type Rollback struct {
 	// failedRevision is the revision that failed its health check.
 	FailedRevision string `json:"failedRevision"`
-	// revertCommit is the commit that reverted it, pushed to the branch.
+	// revertCommit is the commit that reverted it: pushed to the branch, or in
+	// PullRequest mode to the pull request's branch until the pull request is merged.
 	// +optional
 	RevertCommit string `json:"revertCommit,omitempty"`
+	// pullRequestURL is the pull request that proposes the revert, in PullRequest mode.
+	// +optional
+	PullRequestURL string `json:"pullRequestURL,omitempty"`
 	// revertedCommits are the commits reverted, newest first.
 	// +optional
 	RevertedCommits []string `json:"revertedCommits,omitempty"`
@@ -402,6 +455,15 @@ func (in *ImmutableRelease) GetRollbackMode() RollbackMode {
 		return in.Spec.Rollback.Mode
 	}
 	return RollbackRevert
+}
+
+// GetPullRequestBaseBranch returns spec.rollback.pullRequest.baseBranch or the branch the
+// release follows.
+func (in *ImmutableRelease) GetPullRequestBaseBranch() string {
+	if r := in.Spec.Rollback; r != nil && r.PullRequest != nil && r.PullRequest.BaseBranch != "" {
+		return r.PullRequest.BaseBranch
+	}
+	return in.Spec.Git.Ref.Branch
 }
 
 // QuarantineEnabled says whether digests of reverted revisions are quarantined.

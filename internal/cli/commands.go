@@ -120,7 +120,11 @@ func (o *options) statusCommand() *cobra.Command {
 				fmt.Fprintf(out, "Injected:  %s container %s (%s), not in Git, left in place\n", c.Workload, c.Container, c.Image)
 			}
 			if lr := rel.Status.LastRollback; lr != nil {
-				fmt.Fprintf(out, "\nLast rollback: %s failed, reverted by %s (%s)\n", lr.FailedRevision, lr.RevertCommit, lr.Time.UTC().Format(time.RFC3339))
+				if pending := findCondition(rel, v1alpha1.RollbackPendingCondition); pending != nil && pending.Status == metav1.ConditionTrue {
+					fmt.Fprintf(out, "\nLast rollback: %s failed, revert %s proposed in %s, not merged yet (%s)\n", lr.FailedRevision, lr.RevertCommit, lr.PullRequestURL, lr.Time.UTC().Format(time.RFC3339))
+				} else {
+					fmt.Fprintf(out, "\nLast rollback: %s failed, reverted by %s (%s)\n", lr.FailedRevision, lr.RevertCommit, lr.Time.UTC().Format(time.RFC3339))
+				}
 			}
 			for _, q := range rel.Status.Quarantine {
 				fmt.Fprintf(out, "Quarantined: %s container %s %s (failed in %s); lift: kubectl release unquarantine %s %s\n",
@@ -264,6 +268,9 @@ func (o *options) rollbackCommand() *cobra.Command {
 				rb := findCondition(rel, v1alpha1.RolledBackCondition)
 				if rel.Status.LastHandledRollbackTo != value || rb == nil {
 					return "waiting for the revert", false, nil
+				}
+				if rb.Status == metav1.ConditionUnknown && rb.Reason == v1alpha1.PullRequestOpenedReason && rel.Status.LastRollback != nil {
+					return fmt.Sprintf("revert proposed in pull request %s; merge it to roll back", rel.Status.LastRollback.PullRequestURL), true, nil
 				}
 				if rb.Status != metav1.ConditionTrue {
 					return "", true, &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", rb.Reason, rb.Message)}

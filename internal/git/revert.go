@@ -35,6 +35,9 @@ type RevertRequest struct {
 	AuthorEmail string
 	// SignKey, when set, signs the revert commit (OpenPGP, as git commit -S).
 	SignKey *openpgp.Entity
+	// PushBranch, when set, is a new branch the revert commit is pushed to instead of
+	// Branch: the commit is still made on Branch's head (see ProposeRevert).
+	PushBranch string
 }
 
 // RevertResult is the revert commit on the branch.
@@ -219,9 +222,13 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName(req.Branch), hash)); err != nil {
 		return nil, err
 	}
+	target := req.Branch
+	if req.PushBranch != "" {
+		target = req.PushBranch
+	}
 	err = repo.PushContext(ctx, &gogit.PushOptions{
 		Auth:     req.Auth.Method,
-		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%[1]s:refs/heads/%[1]s", req.Branch))},
+		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
 	})
 	if err != nil {
 		if errors.Is(err, gogit.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {

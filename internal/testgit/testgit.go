@@ -112,8 +112,9 @@ type Repo struct {
 	// Name is the repository's path on the server, such as acme/shop.git.
 	Name string
 	// Dir is the working clone.
-	Dir    string
-	server *Server
+	Dir string
+
+	url, pushURL, sshURL string
 }
 
 // CreateRepo creates an empty bare repository on the server and a working clone on branch.
@@ -125,24 +126,33 @@ func (s *Server) CreateRepo(name, branch string) (*Repo, error) {
 	if err := run(bare, "git", "config", "http.receivepack", "true"); err != nil {
 		return nil, err
 	}
-	r := &Repo{Name: name, Dir: filepath.Join(s.work, name), server: s}
+	r := &Repo{Name: name, Dir: filepath.Join(s.work, name), url: s.HTTPAddress() + "/" + name,
+		pushURL: s.HTTPAddressWithCredentials() + "/" + name, sshURL: s.SSHAddress() + "/" + name}
+	return r, r.init(branch)
+}
+
+// NewClone makes a working clone in dir, on branch, of a repository served elsewhere (a
+// forge such as testgitea): url is its address, pushURL the same with credentials.
+func NewClone(dir, url, pushURL, branch string) (*Repo, error) {
+	r := &Repo{Name: filepath.Base(url), Dir: dir, url: url, pushURL: pushURL}
+	return r, r.init(branch)
+}
+
+func (r *Repo) init(branch string) error {
 	if err := run("", "git", "init", "--quiet", "--initial-branch="+branch, r.Dir); err != nil {
-		return nil, err
+		return err
 	}
-	if err := r.Git("remote", "add", "origin", r.PushURL()); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return r.Git("remote", "add", "origin", r.PushURL())
 }
 
 // URL is the HTTP address of the repository, without credentials.
-func (r *Repo) URL() string { return r.server.HTTPAddress() + "/" + r.Name }
+func (r *Repo) URL() string { return r.url }
 
 // PushURL is the HTTP address with the push credentials.
-func (r *Repo) PushURL() string { return r.server.HTTPAddressWithCredentials() + "/" + r.Name }
+func (r *Repo) PushURL() string { return r.pushURL }
 
-// SSHURL is the SSH address of the repository.
-func (r *Repo) SSHURL() string { return r.server.SSHAddress() + "/" + r.Name }
+// SSHURL is the SSH address of the repository, when its server serves SSH.
+func (r *Repo) SSHURL() string { return r.sshURL }
 
 // Write writes files (path relative to the clone -> content) into the working clone.
 func (r *Repo) Write(files map[string]string) error {
