@@ -209,6 +209,16 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 	return now.Sub(c.at) >= interval, now.Add(-interval / 2)
 }
 
+// asked says whether a reconcile request or a spec change arrived since the last check.
+func (r *ImmutableReleaseReconciler) asked(obj *v1alpha1.ImmutableRelease) bool {
+	v, ok := r.checks.Load(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
+	if !ok {
+		return true
+	}
+	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
+	return v.(lastCheck).generation != obj.Generation || v.(lastCheck).token != token
+}
+
 // recordGitCheck remembers what a check of Git begun at checked gave, for the reconciles
 // until the next one.
 func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, checked time.Time, err error) {

@@ -95,17 +95,25 @@ func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases
 		log.FromContext(ctx).V(1).Info("Could not read the pushed head; queueing every release", "error", err.Error())
 		return releases, nil
 	}
+	var questions []git.PathChange
+	var asked []*v1alpha1.ImmutableRelease
 	for _, rel := range releases {
 		applied := git.RevisionHash(rel.Status.LastAppliedRevision)
 		if rel.Spec.Git.URL != first.Spec.Git.URL || applied == "" {
 			changed = append(changed, rel)
 			continue
 		}
-		if moved, err := r.Git.PathChanged(rel.Spec.Git.URL, applied, head, rel.Spec.Path); err != nil || moved {
+		questions = append(questions, git.PathChange{From: applied, To: head, Path: rel.Spec.Path})
+		asked = append(asked, rel)
+	}
+	// An error leaves its answer at "changed": only the order depends on it.
+	answers, _ := r.Git.PathsChanged(first.Spec.Git.URL, questions)
+	for i, rel := range asked {
+		if answers == nil || answers[i] {
 			changed = append(changed, rel)
-			continue
+		} else {
+			unchanged = append(unchanged, rel)
 		}
-		unchanged = append(unchanged, rel)
 	}
 	return changed, unchanged
 }

@@ -35,6 +35,9 @@ type scope struct {
 	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
 	changed bool
+	// asked says a person asked for this reconcile or changed the spec: everything is
+	// looked at again, nothing taken from what this process remembers.
+	asked   bool
 	client  client.Client
 	applier *apply.Applier
 }
@@ -55,6 +58,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 
+	s.asked = r.asked(obj)
 	if due, notBefore := r.gitCheckDue(obj); due {
 		checked := time.Now()
 		err := r.checkGit(ctx, s, notBefore)
@@ -72,7 +76,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 
 	settled := obj.Status.ObservedGeneration == obj.Generation && obj.Status.Inventory != nil
 	switch {
-	case settled && r.unchangedSinceSnapshot(ctx, s):
+	case settled && !s.asked && r.unchangedSinceSnapshot(ctx, s):
 		// Nobody changed the live objects and Git asks for the same ones (a commit that
 		// did not touch this release's path): nothing to apply or compare.
 		obj.Status.LastAppliedRevision = s.revision
@@ -256,7 +260,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 // checkHealth judges the rollout of the applied objects, without waiting.
 func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) (ctrl.Result, error) {
 	obj := s.obj
-	if conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
+	if !s.asked && conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
 		// Nothing changed since the verdict, status included.
 		return requeue(obj, 0), nil
 	}

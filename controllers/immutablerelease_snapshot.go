@@ -51,14 +51,22 @@ var specGenerationKinds = map[string]bool{
 	"batch/Job": true, "batch/CronJob": true,
 }
 
-func metaOf(o metav1.Object) liveMeta {
-	return liveMeta{uid: o.GetUID(), resourceVersion: o.GetResourceVersion(), generation: o.GetGeneration(),
-		labels: flatten(o.GetLabels()) + "\x00" + flatten(o.GetAnnotations())}
+// metaOf reads the metadata of live. Of its labels and annotations only those Git sets on
+// desired count: others (a Deployment's revision annotation) are not the release's to keep.
+func metaOf(live metav1.Object, desired *unstructured.Unstructured) liveMeta {
+	return liveMeta{uid: live.GetUID(), resourceVersion: live.GetResourceVersion(), generation: live.GetGeneration(),
+		labels: flatten(live.GetLabels(), desired.GetLabels()) + "\x00" + flatten(live.GetAnnotations(), desired.GetAnnotations())}
 }
 
-func flatten(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k, v := range m {
+// flatten writes the entries of live whose keys Git sets, and the keys Git sets that are
+// missing.
+func flatten(live, desired map[string]string) string {
+	keys := make([]string, 0, len(desired))
+	for k := range desired {
+		v, ok := live[k]
+		if !ok {
+			v = "\x02missing"
+		}
 		keys = append(keys, k+"="+v)
 	}
 	sort.Strings(keys)
@@ -80,11 +88,12 @@ func objectID(o *unstructured.Unstructured) string {
 	return object.UnstructuredToObjMetadata(o).String()
 }
 
-// recordSnapshot remembers the live objects a comparison found equal to Git.
+// recordSnapshot remembers the live objects a comparison found equal to Git; live[i] is the
+// live copy of s.objects[i].
 func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructured.Unstructured) {
 	snap := snapshot{revision: s.revision, desired: desiredChecksum(s.objects), objects: map[string]liveMeta{}}
-	for _, o := range live {
-		snap.objects[objectID(o)] = metaOf(o)
+	for i, o := range live {
+		snap.objects[objectID(o)] = metaOf(o, s.objects[i])
 	}
 	r.snapshots.Store(client.ObjectKeyFromObject(s.obj), snap)
 }
@@ -169,5 +178,5 @@ func (r *ImmutableReleaseReconciler) cachedMeta(ctx context.Context, o *unstruct
 	if err := r.Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
 		return liveMeta{}, false
 	}
-	return metaOf(m), true
+	return metaOf(m, o), true
 }

@@ -220,16 +220,25 @@ func deploymentImage(o runtime.Object) string {
 	return d.Spec.Template.Spec.Containers[0].Image
 }
 
-// waitImage waits until the watch on the Deployment of app i shows the image. The watch
-// must have been opened before the action being timed.
-func waitImage(ctx context.Context, w watch.Interface, want string, timeout time.Duration) (time.Time, error) {
+// waitImage waits until the Deployment of app i shows the image, on the watch w opened
+// before the action being timed. A watch the API server ends is opened again.
+func waitImage(ctx context.Context, cl client.WithWatch, i int, w watch.Interface, want string, timeout time.Duration) (time.Time, error) {
+	defer func() { w.Stop() }()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		select {
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return time.Time{}, fmt.Errorf("the watch closed before %s", want)
+				var err error
+				if w, err = watchDeployment(ctx, cl, i); err != nil {
+					return time.Time{}, err
+				}
+				d := &appsv1.Deployment{}
+				if err := cl.Get(ctx, client.ObjectKey{Namespace: namespace, Name: appName(i)}, d); err == nil && deploymentImage(d) == want {
+					return time.Now(), nil
+				}
+				continue
 			}
 			if deploymentImage(ev.Object) == want {
 				return time.Now(), nil

@@ -25,6 +25,7 @@ import (
 type config struct {
 	sizes      []int
 	concurrent int
+	qps        int
 	interval   time.Duration
 	samples    int
 	skipFloor  bool
@@ -35,6 +36,7 @@ func main() {
 	var c config
 	sizes := flag.String("n", "100,500,1000", "Comma-separated numbers of releases; the latency figures use the largest.")
 	flag.IntVar(&c.concurrent, "concurrent", 10, "The manager's --concurrent.")
+	flag.IntVar(&c.qps, "kube-api-qps", 0, "The manager's --kube-api-qps (0: its default).")
 	flag.DurationVar(&c.interval, "interval", time.Minute, "spec.interval of every release; the steady state is measured over one.")
 	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook and drift latencies.")
 	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")

@@ -50,6 +50,9 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
 		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel())
+	if c.qps > 0 {
+		m.cmd.Args = append(m.cmd.Args, fmt.Sprintf("--kube-api-qps=%d", c.qps), fmt.Sprintf("--kube-api-burst=%d", 3*c.qps))
+	}
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
 		return nil, err

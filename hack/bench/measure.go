@@ -297,19 +297,22 @@ func (l *live) webhookChanges(ctx context.Context, samples int, lat *latencies) 
 			w.Stop()
 			return err
 		}
-		caughtUp := track(ctx, l.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseAt(hash))
+		sctx, cancel := context.WithCancel(ctx)
+		caughtUp := track(sctx, l.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseAt(hash))
 		start := time.Now()
 		if err := l.op.webhook(l.repo.URL()); err != nil {
 			w.Stop()
+			cancel()
 			return err
 		}
-		at, err := waitImage(ctx, w, want, time.Minute)
-		w.Stop()
+		at, err := waitImage(ctx, l.cl, i, w, want, time.Minute)
 		if err != nil {
+			cancel()
 			return err
 		}
 		lat.webhook = append(lat.webhook, at.Sub(start))
 		all, err := caughtUp.waitAll(ctx, "releases at the new commit", l.n, 10*time.Minute)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -328,12 +331,11 @@ func (l *live) pollingChange(ctx context.Context, interval time.Duration, lat *l
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
 	start := time.Now()
 	if _, err := l.change(i, want); err != nil {
 		return err
 	}
-	at, err := waitImage(ctx, w, want, 3*interval)
+	at, err := waitImage(ctx, l.cl, i, w, want, 3*interval)
 	if err != nil {
 		return err
 	}
@@ -362,8 +364,7 @@ func (l *live) driftCorrections(ctx context.Context, samples int, lat *latencies
 			return err
 		}
 		start := time.Now()
-		at, err := waitImage(ctx, w, gitImage, 30*time.Second)
-		w.Stop()
+		at, err := waitImage(ctx, l.cl, i, w, gitImage, 30*time.Second)
 		if err != nil {
 			return err
 		}

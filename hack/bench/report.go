@@ -13,7 +13,7 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 	fmt.Fprintf(out, "\nImmutableRelease operator benchmark\n")
 	fmt.Fprintf(out, "command:  %s\n", strings.Join(os.Args, " "))
 	fmt.Fprintf(out, "machine:  %s\n", machine())
-	fmt.Fprintf(out, "setup:    local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) and the Git server on the same machine; manager --concurrent=%d; each release one Deployment and one Service at its own path of one repository; interval %s\n\n", c.concurrent, c.interval)
+	fmt.Fprintf(out, "setup:    local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) and the Git server on the same machine; manager --concurrent=%d --kube-api-qps=%s; each release one Deployment and one Service at its own path of one repository; interval %s\n\n", c.concurrent, qpsFlag(c.qps), c.interval)
 
 	fmt.Fprintln(out, "1. Cold start: N releases created at once")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -49,3 +49,10 @@ func secs(d time.Duration) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+func qpsFlag(qps int) string {
+	if qps == 0 {
+		return "default"
+	}
+	return fmt.Sprint(qps)
+}

@@ -167,45 +167,80 @@ func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference,
 	}
 }
 
-// PathChanged says whether the tree at path differs between two commits in the shared
-// store of repoURL. A commit that is not in the store counts as a change.
-func (c *Cache) PathChanged(repoURL, from, to, path string) (bool, error) {
+// PathChange asks whether the tree at Path differs between commits From and To.
+type PathChange struct {
+	From, To, Path string
+}
+
+// PathsChanged answers each question against the shared store of repoURL. A commit that is
+// not in the store counts as a change. Trees are read once each, so a thousand releases at
+// their own paths of one repository cost two walks of the shared folders, not a thousand.
+func (c *Cache) PathsChanged(repoURL string, questions []PathChange) ([]bool, error) {
 	r, err := c.repository(repoURL)
 	if err != nil {
-		return true, err
+		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a, errA := treeHash(r.repo, from, path)
-	b, errB := treeHash(r.repo, to, path)
-	if errA != nil || errB != nil {
-		return true, errors.Join(errA, errB)
+	w := treeWalker{repo: r.repo, roots: map[string]plumbing.Hash{}, trees: map[plumbing.Hash]map[string]plumbing.Hash{}}
+	out := make([]bool, len(questions))
+	var errs []error
+	for i, q := range questions {
+		a, errA := w.lookup(q.From, q.Path)
+		b, errB := w.lookup(q.To, q.Path)
+		if errA != nil || errB != nil {
+			out[i] = true
+			errs = append(errs, errA, errB)
+			continue
+		}
+		out[i] = a != b
 	}
-	return a != b, nil
+	return out, errors.Join(errs...)
 }
 
-// treeHash is the hash of the tree or file at path in commit hash ("" when absent).
-func treeHash(repo *gogit.Repository, hash, path string) (plumbing.Hash, error) {
-	commit, err := repo.CommitObject(plumbing.NewHash(hash))
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("reading commit %s: %w", hash, err)
+// treeWalker finds the hash of a path in commits, decoding each tree once.
+type treeWalker struct {
+	repo  *gogit.Repository
+	roots map[string]plumbing.Hash                   // commit -> root tree
+	trees map[plumbing.Hash]map[string]plumbing.Hash // tree -> entry name -> hash
+}
+
+// lookup returns the hash of the tree or file at path in commit hash (zero when absent).
+func (w *treeWalker) lookup(hash, path string) (plumbing.Hash, error) {
+	root, ok := w.roots[hash]
+	if !ok {
+		commit, err := w.repo.CommitObject(plumbing.NewHash(hash))
+		if err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("reading commit %s: %w", hash, err)
+		}
+		root = commit.TreeHash
+		w.roots[hash] = root
 	}
-	tree, err := commit.Tree()
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("reading the tree of %s: %w", hash, err)
+	cur := root
+	for _, name := range strings.Split(strings.Trim(filepath.ToSlash(filepath.Clean("/"+path)), "/"), "/") {
+		if name == "" {
+			continue
+		}
+		entries, ok := w.trees[cur]
+		if !ok {
+			tree, err := w.repo.TreeObject(cur)
+			if errors.Is(err, plumbing.ErrObjectNotFound) {
+				return plumbing.ZeroHash, nil // a file where a folder was asked for
+			}
+			if err != nil {
+				return plumbing.ZeroHash, fmt.Errorf("reading tree %s: %w", cur, err)
+			}
+			entries = make(map[string]plumbing.Hash, len(tree.Entries))
+			for _, e := range tree.Entries {
+				entries[e.Name] = e.Hash
+			}
+			w.trees[cur] = entries
+		}
+		if cur, ok = entries[name]; !ok {
+			return plumbing.ZeroHash, nil
+		}
 	}
-	path = strings.Trim(filepath.ToSlash(filepath.Clean("/"+path)), "/")
-	if path == "" {
-		return tree.Hash, nil
-	}
-	entry, err := tree.FindEntry(path)
-	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
-		return plumbing.ZeroHash, nil
-	}
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("looking up %s in %s: %w", path, hash, err)
-	}
-	return entry.Hash, nil
+	return cur, nil
 }
 
 func (c *Cache) list(ctx context.Context, repoURL string, ref Reference, auth *Auth) (string, error) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
@@ -180,4 +182,43 @@ func TestCheckoutsAreEvictedButNeverInUse(t *testing.T) {
 	_, err = os.Stat(dirs[0])
 	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the oldest idle checkout is kept beyond the limit")
 	g.Expect(dirs[11]).To(BeADirectory())
+}
+
+// TestPathsChanged: a push that changed one folder among several is seen as changing that
+// folder only; a listing made after a push serves the callers that ask for one.
+func TestPathsChanged(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, first := newRepo(t)
+	g.Expect(repo.Write(map[string]string{"apps/a/app.yaml": "a: 1\n", "apps/b/app.yaml": "b: 1\n"})).To(Succeed())
+	before, err := repo.CommitAndPush("Add a and b")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(repo.Write(map[string]string{"apps/b/app.yaml": "b: 2\n"})).To(Succeed())
+	after, err := repo.CommitAndPush("Change b")
+	g.Expect(err).NotTo(HaveOccurred())
+
+	cache := NewCache(t.TempDir())
+	auth, err := AuthFromSecret(repo.URL(), map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)})
+	g.Expect(err).NotTo(HaveOccurred())
+	pushed := time.Now()
+	head, err := cache.ResolveSince(ctx, repo.URL(), Reference{Branch: "main"}, auth, pushed)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(head).To(Equal(after))
+	_, _, release, err := cache.Checkout(ctx, repo.URL(), Reference{Branch: "main"}, head, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
+	again, err := cache.ResolveSince(ctx, repo.URL(), Reference{Branch: "main"}, auth, pushed)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again).To(Equal(after))
+	g.Expect(cache.Stats().Lists).To(Equal(int64(1)), "a listing after the push serves the second caller")
+
+	answers, err := cache.PathsChanged(repo.URL(), []PathChange{
+		{From: before, To: after, Path: "apps/a"},
+		{From: before, To: after, Path: "/apps/b/"},
+		{From: before, To: after, Path: "apps/missing"},
+		{From: first, To: after, Path: "apps/a"},
+		{From: strings.Repeat("f", 40), To: after, Path: "apps/a"},
+	})
+	g.Expect(answers).To(Equal([]bool{false, true, false, true, true}))
+	g.Expect(err).To(HaveOccurred(), "an unknown commit is reported, and counts as a change")
 }

@@ -34,8 +34,9 @@ type Result struct {
 	Verdict Verdict
 	// Objects names each object that is not Current with kstatus's message.
 	Objects []string
-	// Running maps each workload (Kind/namespace/name) to its containers and the image
-	// digests their pods really run, read from status.containerStatuses[].imageID.
+	// Running maps each workload (Kind/namespace/name) that has rolled out to its
+	// containers and the image digests their pods really run, read from
+	// status.containerStatuses[].imageID.
 	Running map[string]map[string][]string
 }
 
@@ -71,13 +72,15 @@ func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Un
 		if err != nil {
 			return Result{}, fmt.Errorf("computing the status of %s: %w", name, err)
 		}
-		if digests, err := runningDigests(ctx, reader, live); err != nil {
-			return Result{}, fmt.Errorf("reading the pods of %s: %w", name, err)
-		} else if digests != nil {
-			running[name] = digests
-		}
 		switch res.Status {
 		case status.CurrentStatus:
+			// The digests pods run are read once the rollout is done: while it runs, old
+			// and new pods mix, and reading them costs a list per look.
+			if digests, err := runningDigests(ctx, reader, live); err != nil {
+				return Result{}, fmt.Errorf("reading the pods of %s: %w", name, err)
+			} else if digests != nil {
+				running[name] = digests
+			}
 		case status.FailedStatus:
 			failed = append(failed, name+": "+res.Message)
 		default:
