@@ -58,8 +58,13 @@ control-plane: ## Build the local control plane binaries into bin/ (about 15 min
 	@hack/build-test-binaries.sh
 
 .PHONY: bench
-bench: control-plane ## Run the benchmarks: drift correction and webhook-to-applied latency.
-	go test ./controllers -run '^$$' -bench . -benchtime $${N:-20}x -timeout 30m
+bench: control-plane ## The scale benchmark (docs/benchmarks.md): N releases against the floor, steady state, webhook, drift, rollback. N=100,500,1000 takes about 25 minutes.
+	go run ./hack/bench -n $${N:-100,500,1000} $${BENCH_FLAGS:-}
+
+.PHONY: bench-micro
+bench-micro: control-plane ## Single-release benchmarks: webhook to applied, drift correction, revert built and pushed (BENCHTIME=20x).
+	go test ./controllers -run '^$$' -bench . -benchtime $${BENCHTIME:-20x} -timeout 30m
+	go test ./internal/git -run '^$$' -bench BenchmarkRevert -benchtime $${BENCHTIME:-20x} -timeout 10m
 
 .PHONY: bench-drift
 bench-drift: control-plane ## Time drift corrections: N image edits on a live Deployment; prints p50, p99, max.

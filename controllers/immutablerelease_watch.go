@@ -4,15 +4,20 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -69,7 +74,7 @@ func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
 		}
 		meta := &metav1.PartialObjectMetadata{}
 		meta.SetGroupVersionKind(gvk)
-		src := source.Kind(w.cache, meta, handler.TypedEnqueueRequestsFromMapFunc(ownerRelease))
+		src := source.Kind(w.cache, meta, appliedObjectHandler())
 		if err := w.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}
@@ -83,6 +88,57 @@ func (w *watcher) watching(gvk schema.GroupVersionKind) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.watched[gvk]
+}
+
+// statusSettle is how long status updates of an applied object are gathered before its
+// release looks at them: a rollout updates a Deployment's status several times a second.
+const statusSettle = 500 * time.Millisecond
+
+// appliedObjectHandler queues the release of a changed object. A change to what the release
+// manages (spec, labels, annotations, deletion) may be drift and goes first, at once; a
+// status update of a workload, which only says how its rollout goes, waits a moment and
+// yields to other work, so that a thousand rollouts do not starve drift corrections and
+// bursts of status updates cost one look.
+func appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request] {
+	enqueue := func(ctx context.Context, o *metav1.PartialObjectMetadata, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly bool) {
+		for _, req := range ownerRelease(ctx, o) {
+			pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
+			switch {
+			case !ok:
+				q.Add(req)
+			case statusOnly:
+				low := handler.LowPriority
+				pq.AddWithOpts(priorityqueue.AddOpts{After: statusSettle, Priority: &low}, req)
+			default:
+				high := changedPriority
+				pq.AddWithOpts(priorityqueue.AddOpts{Priority: &high}, req)
+			}
+		}
+	}
+	return handler.TypedFuncs[*metav1.PartialObjectMetadata, reconcile.Request]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, false)
+		},
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.ObjectNew, q, statusOnly(e.ObjectOld, e.ObjectNew))
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, false)
+		},
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, false)
+		},
+	}
+}
+
+// statusOnly says an update changed neither the spec nor the metadata of a kind whose
+// generation moves with its spec: only its status.
+func statusOnly(old, new *metav1.PartialObjectMetadata) bool {
+	gvk := new.GroupVersionKind()
+	return specGenerationKinds[gvk.Group+"/"+gvk.Kind] && old.Generation == new.Generation &&
+		new.DeletionTimestamp == nil && equality.Semantic.DeepEqual(old.Labels, new.Labels) &&
+		equality.Semantic.DeepEqual(old.Annotations, new.Annotations) &&
+		equality.Semantic.DeepEqual(old.OwnerReferences, new.OwnerReferences)
 }
 
 func ownerRelease(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
