@@ -147,6 +147,13 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 		Path: filepath.Join(opts.BinDir, "kube-apiserver"),
 		Out:  apiLog,
 		Err:  apiLog,
+		// Our own directory, not one envtest removes on Stop: the serving and
+		// service-account signing keys then survive RestartAPIServer, so kubeconfigs and
+		// tokens issued before a restart stay valid after it.
+		CertDir: filepath.Join(c.workDir, "kube-apiserver"),
+	}
+	if err := os.MkdirAll(apiServer.CertDir, 0o700); err != nil {
+		return fmt.Errorf("creating the kube-apiserver certificate directory: %w", err)
 	}
 	apiServer.Configure().Set("service-cluster-ip-range", opts.ServiceClusterIPRange)
 
@@ -172,6 +179,30 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 	c.kubeconfig = c.env.KubeConfig
 	c.KubeconfigPath = filepath.Join(c.workDir, "kubeconfig")
 	return c.WriteKubeconfig(c.KubeconfigPath)
+}
+
+// RestartAPIServer stops kube-apiserver and starts it again on the same port, with the same
+// certificates and the same etcd, whose data is untouched: clients see the API server go
+// away and come back, as in a control-plane upgrade. It returns once the new one is healthy.
+func (c *ControlPlane) RestartAPIServer() error {
+	if c.env == nil || c.stopped {
+		return errors.New("restarting kube-apiserver: the control plane is not running")
+	}
+	api := c.env.ControlPlane.APIServer
+	if err := api.Stop(); err != nil {
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	// The first log file was closed once the first process held it; append to it.
+	apiLog, err := os.OpenFile(filepath.Join(c.LogDir, "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening the kube-apiserver log: %w", err)
+	}
+	defer apiLog.Close()
+	api.Out, api.Err = apiLog, apiLog
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again (log: %s): %w", apiLog.Name(), err)
+	}
+	return nil
 }
 
 // WriteKubeconfig writes the administrator's kubeconfig to path, for a process that

@@ -1,0 +1,109 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// runs waits until the Deployment names image.
+func (s *story) runs(timeout time.Duration, image string) {
+	s.t.Helper()
+	s.eventually(timeout, func() string {
+		if img := s.image(); img != image {
+			return "the Deployment runs " + img + ", not " + image
+		}
+		return ""
+	})
+}
+
+// specRollbackTo: kubectl release rollback --to an older revision reverts the commits after
+// it in Git, and the older digest runs again.
+func specRollbackTo(t *testing.T) {
+	s := newStory(t, "1m")
+	v2 := s.push("Release web 2.0", map[string]string{"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV2)})
+	s.webhook()
+	s.runs(30*time.Second, "ghcr.io/acme/web@"+digestV2)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")
+
+	out, err := kubectlRelease("-n", s.ns, "rollback", "shop", "--to", s.first[:7], "--timeout", "1m")
+	if err != nil || !strings.Contains(out, "reverted in Git by commit") {
+		t.Fatalf("rollback --to %s: %v %s", s.first[:7], err, out)
+	}
+	s.must(s.repo.Git("pull", "-q", "--ff-only", "origin", "main"))
+	msg, err := s.repo.Output("log", "-1", "--format=%B")
+	s.must(err)
+	if !strings.Contains(msg, v2) {
+		t.Fatalf("the head of the branch does not revert %s:\n%s", v2, msg)
+	}
+	if log, _ := s.repo.Output("log", "--format=%H", "main"); !strings.Contains(log, v2) || !strings.Contains(log, s.first) {
+		t.Fatalf("the history lost a commit:\n%s", log)
+	}
+	s.runs(30*time.Second, "ghcr.io/acme/web@"+digestV1)
+}
+
+// specPrune: a file removed from Git is deleted from the cluster.
+func specPrune(t *testing.T) {
+	s := newStory(t, "1m")
+	s.kubectl("-n", s.ns, "get", "service", "web")
+	s.must(s.repo.Remove("deploy/prod/service.yaml"))
+	_, err := s.repo.CommitAndPush("Retire the web Service")
+	s.must(err)
+	s.webhook()
+	s.eventually(30*time.Second, func() string {
+		if out, err := kubectl("-n", s.ns, "get", "service", "web"); err == nil || !strings.Contains(out, "NotFound") {
+			return "the Service is still there: " + out
+		}
+		return ""
+	})
+	if img := s.image(); img != "ghcr.io/acme/web@"+digestV1 {
+		t.Fatalf("pruning changed the Deployment: %s", img)
+	}
+}
+
+// specSuspendResume: a suspended release ignores a push; resumed, it applies it at once.
+func specSuspendResume(t *testing.T) {
+	s := newStory(t, "1m")
+	if out, err := kubectlRelease("-n", s.ns, "suspend", "shop"); err != nil {
+		t.Fatal(err, out)
+	}
+	s.push("Release web 2.0", map[string]string{"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV2)})
+	s.webhook()
+	if out, err := kubectlRelease("-n", s.ns, "reconcile", "shop", "--timeout", "10s"); err == nil || !strings.Contains(out, "suspended") {
+		t.Fatalf("reconcile of a suspended release: %v %s", err, out)
+	}
+	time.Sleep(3 * time.Second) // time enough for a webhook-driven apply, which takes well under a second
+	if img := s.image(); img != "ghcr.io/acme/web@"+digestV1 {
+		t.Fatalf("a suspended release applied a push: %s", img)
+	}
+	if out, err := kubectlRelease("-n", s.ns, "resume", "shop"); err != nil {
+		t.Fatal(err, out)
+	}
+	s.runs(30*time.Second, "ghcr.io/acme/web@"+digestV2)
+}
+
+// specImpersonationWithoutRights: a release that names a service account without rights
+// says so in Ready=False, and nothing is applied.
+func specImpersonationWithoutRights(t *testing.T) {
+	s := createStory(t, "1m", "serviceAccountName: deployer")
+	s.kubectl("-n", s.ns, "create", "serviceaccount", "deployer")
+	s.eventually(30*time.Second, func() string {
+		if st, msg := s.condition("Ready", "status"), s.condition("Ready", "message"); st != "False" || !strings.Contains(msg, "rights") {
+			return "Ready is " + st + ": " + msg
+		}
+		return ""
+	})
+	t.Logf("Ready=False %s: %s", s.condition("Ready", "reason"), s.condition("Ready", "message"))
+	for _, kind := range []string{"deployment", "service"} {
+		if out, err := kubectl("-n", s.ns, "get", kind, "web"); err == nil || !strings.Contains(out, "NotFound") {
+			t.Errorf("the %s was applied without rights: %v %s", kind, err, out)
+		}
+	}
+}
+
+func TestRollbackTo(t *testing.T)                 { specRollbackTo(t) }
+func TestPrune(t *testing.T)                      { specPrune(t) }
+func TestSuspendResume(t *testing.T)              { specSuspendResume(t) }
+func TestImpersonationWithoutRights(t *testing.T) { specImpersonationWithoutRights(t) }
