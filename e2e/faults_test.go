@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -100,3 +102,93 @@ func specLeaderFailover(t *testing.T) {
 
 func TestAPIServerRestart(t *testing.T) { specAPIServerRestart(t) }
 func TestLeaderFailover(t *testing.T)   { specLeaderFailover(t) }
+
+// specKilledInALoop: the operator is killed with SIGKILL at a random moment after each of
+// 20 pushes, half of them good digests (killed during the apply) and half digests whose
+// rollout fails (killed during the health check, the revert or its apply), and started again
+// on the same storage. After each restart it converges; at the end every failed revision was
+// reverted exactly once and no pushed commit is lost. Leader election is off for this
+// replica: each restart would otherwise wait out the dead process's lease.
+func specKilledInALoop(t *testing.T) {
+	s := newStory(t, "3s")
+	seed := time.Now().UnixNano()
+	rnd := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("random seed %d", seed)
+
+	env.operator.kill()
+	solo, err := startOperator("--leader-elect=false")
+	s.must(err)
+	main, mainURL := env.operator, env.webhookURL
+	env.operator, env.webhookURL = solo, solo.webhookURL
+	defer func() {
+		solo.kill()
+		env.operator, env.webhookURL = main, mainURL
+		// The lease still names the replica killed at the start. client-go counts a lease's
+		// age from when a candidate first sees it, so a new process would wait a full lease
+		// duration; the holder is certainly dead, so free it.
+		_, _ = kubectl("-n", "immutable-release-system", "delete", "lease", leaseName, "--ignore-not-found")
+		s.must(main.start())
+	}()
+
+	good := "ghcr.io/acme/web@" + digestV1
+	var pushed, failed []string
+	for i := range 20 {
+		s.must(s.repo.Git("pull", "-q", "--ff-only", "origin", "main"))
+		bad := i%2 == 1
+		image := fmt.Sprintf("ghcr.io/acme/web@sha256:%064x", 0xa000+i)
+		window := 1500 * time.Millisecond
+		if bad {
+			image = fmt.Sprintf("ghcr.io/acme/web@sha256:dead%060x", i)
+			window = 6 * time.Second // past the 3s timeout: into the revert
+		}
+		h := s.push(fmt.Sprintf("Release %d", i), map[string]string{"deploy/prod/deployment.yaml": deployment(image)})
+		pushed = append(pushed, h)
+		s.webhook()
+		time.Sleep(time.Duration(rnd.Int64N(int64(window))))
+		env.operator.kill()
+		s.must(env.operator.start())
+
+		if bad {
+			failed = append(failed, h)
+			s.eventually(time.Minute, func() string {
+				out, _ := s.repo.Output("ls-remote", "origin", "refs/heads/main")
+				if strings.HasPrefix(out, h) {
+					return fmt.Sprintf("push %d: no revert of %s yet", i, h)
+				}
+				return ""
+			})
+		} else {
+			good = image
+		}
+		s.eventually(time.Minute, func() string {
+			if img := s.image(); img != good {
+				return fmt.Sprintf("push %d: the Deployment runs %s, not %s", i, img, good)
+			}
+			if st := s.condition("Ready", "status"); st != "True" {
+				return fmt.Sprintf("push %d: Ready is %s: %s", i, st, s.condition("Ready", "message"))
+			}
+			return ""
+		})
+	}
+
+	s.must(s.repo.Git("pull", "-q", "--ff-only", "origin", "main"))
+	hashes, err := s.repo.Output("log", "--format=%H", "main")
+	s.must(err)
+	for _, h := range append([]string{s.first}, pushed...) {
+		if !strings.Contains(hashes, h) {
+			t.Errorf("commit %s is no longer on the branch", h)
+		}
+	}
+	bodies, err := s.repo.Output("log", "--format=%B", "main")
+	s.must(err)
+	for _, h := range failed {
+		if n := strings.Count(bodies, "Failed-Revision: "+h); n != 1 {
+			t.Errorf("%d reverts of %s on the branch", n, h)
+		}
+	}
+	if n := strings.Count(bodies, "Failed-Revision: "); n != len(failed) {
+		t.Errorf("%d revert commits for %d failed revisions", n, len(failed))
+	}
+}
+
+func TestKilledInALoop(t *testing.T) { specKilledInALoop(t) }

@@ -122,7 +122,8 @@ type operator struct {
 	webhookURL string
 }
 
-func startOperator() (*operator, error) {
+// startOperator starts a replica; extra flags follow (and so override) config/manager's.
+func startOperator(extra ...string) (*operator, error) {
 	token, err := kubectl("-n", "immutable-release-system", "create", "token", "immutable-release-controller-manager", "--duration=24h")
 	if err != nil {
 		return nil, err
@@ -154,6 +155,7 @@ func startOperator() (*operator, error) {
 		"--metrics-bind-address=" + freeAddr(), "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
 		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
+	o.args = append(o.args, extra...)
 	return o, o.start()
 }
 
