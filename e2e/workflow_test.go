@@ -107,3 +107,62 @@ func TestRollbackTo(t *testing.T)                 { specRollbackTo(t) }
 func TestPrune(t *testing.T)                      { specPrune(t) }
 func TestSuspendResume(t *testing.T)              { specSuspendResume(t) }
 func TestImpersonationWithoutRights(t *testing.T) { specImpersonationWithoutRights(t) }
+
+// forcePush replaces the branch with a new history of one commit holding files, as a
+// `git push --force` of a rewritten branch does, and returns that commit.
+func (s *story) forcePush(message string, files map[string]string) string {
+	s.t.Helper()
+	s.must(s.repo.Git("checkout", "-q", "--orphan", "rewritten"))
+	s.must(s.repo.Write(files))
+	s.must(s.repo.Git("add", "--all"))
+	s.must(s.repo.Git("commit", "-q", "-m", message))
+	s.must(s.repo.Git("branch", "-M", "rewritten", "main"))
+	s.must(s.repo.Git("push", "-q", "--force", "origin", "main"))
+	h, err := s.repo.Head()
+	s.must(err)
+	return h
+}
+
+// specForcePush: the branch is force-pushed to a history without the applied revision. A
+// head that does not validate is refused and the workloads stay; a rollback then says the
+// applied revision is no longer in the history; a head that validates is applied.
+func specForcePush(t *testing.T) {
+	s := newStory(t, "1m")
+	v2 := s.push("Release web 2.0", map[string]string{"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV2)})
+	s.webhook()
+	s.runs(30*time.Second, "ghcr.io/acme/web@"+digestV2)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")
+
+	service := "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n"
+	s.forcePush("Rewrite with a tag", map[string]string{
+		"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web:3.0"),
+		"deploy/prod/service.yaml":    service,
+	})
+	out, err := kubectlRelease("-n", s.ns, "reconcile", "shop", "--timeout", "1m")
+	if err == nil || !strings.Contains(out, "ImageNotPinned") {
+		t.Fatalf("reconcile of a rewritten branch with a tag: %v %s", err, out)
+	}
+	if img := s.image(); img != "ghcr.io/acme/web@"+digestV2 {
+		t.Fatalf("the refused head changed the Deployment to %s", img)
+	}
+
+	out, err = kubectlRelease("-n", s.ns, "rollback", "shop", "--to", s.first[:7], "--timeout", "1m")
+	if err == nil || !strings.Contains(out, v2) || !strings.Contains(out, "force-pushed") {
+		t.Fatalf("rollback of a revision force-pushed away: %v %s", err, out)
+	}
+	t.Logf("rollback after the force-push: %s", strings.TrimSpace(out))
+	if img := s.image(); img != "ghcr.io/acme/web@"+digestV2 {
+		t.Fatalf("the failed rollback changed the Deployment to %s", img)
+	}
+
+	v3 := "ghcr.io/acme/web@sha256:3333333333333333333333333333333333333333333333333333333333333333"
+	head := s.forcePush("Rewrite with web 3.0", map[string]string{"deploy/prod/deployment.yaml": deployment(v3), "deploy/prod/service.yaml": service})
+	s.webhook()
+	s.runs(30*time.Second, v3)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")
+	if rev, _ := kubectl("-n", s.ns, "get", "immutablerelease", "shop", "-o", "jsonpath={.status.lastAppliedRevision}"); !strings.HasSuffix(rev, head) {
+		t.Fatalf("lastAppliedRevision is %s, not the new head %s", rev, head)
+	}
+}
+
+func TestForcePush(t *testing.T) { specForcePush(t) }
