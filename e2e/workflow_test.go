@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/immutable-release/operator/internal/manifest"
 )
 
 // runs waits until the Deployment names image.
@@ -166,3 +169,28 @@ func specForcePush(t *testing.T) {
 }
 
 func TestForcePush(t *testing.T) { specForcePush(t) }
+
+// specManifestTooLarge: a commit that brings a manifest file over the size limit (4 MiB,
+// manifest.DefaultLimits) along with a new digest is refused as a whole with a message that
+// names the file and the limit; the running version stays.
+func specManifestTooLarge(t *testing.T) {
+	s := newStory(t, "1m")
+	big := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n  blob: \"" + strings.Repeat("x", int(manifest.DefaultLimits.MaxFileSize)+1) + "\"\n"
+	s.push("Release web 2.0 with a large ConfigMap", map[string]string{
+		"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV2),
+		"deploy/prod/big.yaml":        big,
+	})
+	out, err := kubectlRelease("-n", s.ns, "reconcile", "shop", "--timeout", "1m")
+	if err == nil || !strings.Contains(out, "big.yaml") || !strings.Contains(out, fmt.Sprintf("over the limit of %d bytes", manifest.DefaultLimits.MaxFileSize)) {
+		t.Fatalf("reconcile with a manifest over the limit: %v %s", err, out)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(out))
+	if img := s.image(); img != "ghcr.io/acme/web@"+digestV1 {
+		t.Fatalf("part of the refused revision was applied: %s", img)
+	}
+	if out, err := kubectl("-n", s.ns, "get", "configmap", "big"); err == nil {
+		t.Fatalf("the large ConfigMap was applied: %s", out)
+	}
+}
+
+func TestManifestTooLarge(t *testing.T) { specManifestTooLarge(t) }
