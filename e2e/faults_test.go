@@ -132,11 +132,12 @@ func specKilledInALoop(t *testing.T) {
 
 	good := "ghcr.io/acme/web@" + digestV1
 	var pushed, failed []string
+	moments := map[string]int{}
 	for i := range 20 {
 		s.must(s.repo.Git("pull", "-q", "--ff-only", "origin", "main"))
 		bad := i%2 == 1
 		image := fmt.Sprintf("ghcr.io/acme/web@sha256:%064x", 0xa000+i)
-		window := 1500 * time.Millisecond
+		window := 600 * time.Millisecond
 		if bad {
 			image = fmt.Sprintf("ghcr.io/acme/web@sha256:dead%060x", i)
 			window = 6 * time.Second // past the 3s timeout: into the revert
@@ -146,6 +147,7 @@ func specKilledInALoop(t *testing.T) {
 		s.webhook()
 		time.Sleep(time.Duration(rnd.Int64N(int64(window))))
 		env.operator.kill()
+		moments[s.killedAt(h, image)]++
 		s.must(env.operator.start())
 
 		if bad {
@@ -171,6 +173,7 @@ func specKilledInALoop(t *testing.T) {
 		})
 	}
 
+	t.Logf("where the kills landed: %v", moments)
 	s.must(s.repo.Git("pull", "-q", "--ff-only", "origin", "main"))
 	hashes, err := s.repo.Output("log", "--format=%H", "main")
 	s.must(err)
@@ -188,6 +191,20 @@ func specKilledInALoop(t *testing.T) {
 	}
 	if n := strings.Count(bodies, "Failed-Revision: "); n != len(failed) {
 		t.Errorf("%d revert commits for %d failed revisions", n, len(failed))
+	}
+}
+
+// killedAt says, with the operator dead, how far it got with pushed commit h of image.
+func (s *story) killedAt(h, image string) string {
+	switch head, _ := s.repo.Output("ls-remote", "origin", "refs/heads/main"); {
+	case !strings.HasPrefix(head, h):
+		return "after the revert was pushed"
+	case s.image() != image:
+		return "before the apply"
+	case s.condition("Ready", "status") == "True":
+		return "applied, Ready"
+	default:
+		return "applied, not Ready"
 	}
 }
 
