@@ -189,9 +189,10 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 	return c.WriteKubeconfig(c.KubeconfigPath)
 }
 
-// RestartAPIServer stops kube-apiserver and starts it again on the same port, with the same
-// certificates and the same etcd, whose data is untouched: clients see the API server go
-// away and come back, as in a control-plane upgrade. It returns once the new one is healthy.
+// RestartAPIServer stops kube-apiserver (SIGTERM, SIGKILL after a few seconds) and starts it
+// again on the same port, with the same certificates and the same etcd, whose data is
+// untouched: clients see the API server go away and come back, as in an upgrade or a crash.
+// Linux only (it finds the process in /proc). It returns once the new one is healthy.
 func (c *ControlPlane) RestartAPIServer() error {
 	if c.env == nil || c.stopped {
 		return errors.New("restarting kube-apiserver: the control plane is not running")
