@@ -31,8 +31,9 @@ var env struct {
 	kubeconfig string // an administrator's
 	git        *testgit.Server
 	gitProxy   *proxy // the Git server's address as releases see it; can be stopped
-	operator   *operator
-	webhookURL string
+	cp         *controlplane.ControlPlane
+	operator   *operator // the replica the stories talk to; faults may replace it
+	webhookURL string    // the webhook receiver of env.operator
 }
 
 const webhookSecret = "e2e-webhook-secret"
@@ -59,6 +60,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer cp.Stop()
+	env.cp = cp
 	env.kubeconfig = cp.KubeconfigPath
 
 	if env.git, err = testgit.NewServer(); err != nil {
@@ -83,7 +85,8 @@ func run(m *testing.M) int {
 	if env.operator, err = startOperator(); err != nil {
 		return fail(err)
 	}
-	defer env.operator.stop()
+	env.webhookURL = env.operator.webhookURL
+	defer func() { env.operator.stop() }()
 	return m.Run()
 }
 
@@ -115,9 +118,12 @@ type operator struct {
 	probe   string
 	args    []string
 	exited  chan error
+	// webhookURL is this replica's webhook receiver.
+	webhookURL string
 }
 
-func startOperator() (*operator, error) {
+// startOperator starts a replica; extra flags follow (and so override) config/manager's.
+func startOperator(extra ...string) (*operator, error) {
 	token, err := kubectl("-n", "immutable-release-system", "create", "token", "immutable-release-controller-manager", "--duration=24h")
 	if err != nil {
 		return nil, err
@@ -143,12 +149,13 @@ func startOperator() (*operator, error) {
 		}
 	}
 	webhook := freeAddr()
-	env.webhookURL = "http://" + webhook + "/hook"
+	o.webhookURL = "http://" + webhook + "/hook"
 	o.probe = freeAddr()
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
 		"--metrics-bind-address=" + freeAddr(), "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
 		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
+	o.args = append(o.args, extra...)
 	return o, o.start()
 }
 

@@ -43,14 +43,25 @@ spec:
 
 // story is a namespace, a repository with the sample application, and a release of it.
 type story struct {
-	t    *testing.T
-	ns   string
-	repo *testgit.Repo
-	url  string
+	t     *testing.T
+	ns    string
+	repo  *testgit.Repo
+	url   string
+	first string // the commit of the first release, web 1.0
 }
 
-// newStory creates the repository and applies the release with kubectl, then waits for it.
-func newStory(t *testing.T, timeout string) *story {
+// newStory creates the repository and applies the release with kubectl, then waits for it
+// and its Deployment. spec holds extra lines of the release's spec, such as "drift: {mode: Report}".
+func newStory(t *testing.T, timeout string, spec ...string) *story {
+	t.Helper()
+	s := createStory(t, timeout, spec...)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=2m")
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Available", "deployment/web", "--timeout=1m")
+	return s
+}
+
+// createStory is newStory without the wait: for releases that are not meant to become Ready.
+func createStory(t *testing.T, timeout string, spec ...string) *story {
 	t.Helper()
 	n := seq.Add(1)
 	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n)}
@@ -62,7 +73,7 @@ func newStory(t *testing.T, timeout string) *story {
 		"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV1),
 		"deploy/prod/service.yaml":    "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
 	}))
-	_, err = repo.CommitAndPush("Release web 1.0")
+	s.first, err = repo.CommitAndPush("Release web 1.0")
 	s.must(err)
 	s.kubectl("create", "namespace", s.ns)
 	s.kubectl("-n", s.ns, "create", "secret", "generic", "shop-git", "--from-literal=username="+env.git.Username, "--from-literal=password="+env.git.Password)
@@ -76,11 +87,12 @@ spec:
   timeout: %s
   prune: true
 `, s.ns, s.url, timeout)
+	for _, line := range spec {
+		release += "  " + line + "\n"
+	}
 	file := filepath.Join(t.TempDir(), "release.yaml")
 	s.must(os.WriteFile(file, []byte(release), 0o644))
 	s.kubectl("apply", "-f", file)
-	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=2m")
-	s.kubectl("-n", s.ns, "wait", "--for=condition=Available", "deployment/web", "--timeout=1m")
 	return s
 }
 

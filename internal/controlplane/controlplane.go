@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -27,6 +30,11 @@ const DefaultServiceClusterIPRange = "10.96.0.0/12"
 // apiServerStartTimeout bounds etcd's and kube-apiserver's start-up each. envtest's own
 // default, 20 s, is tight on a busy 2-core machine.
 const apiServerStartTimeout = time.Minute
+
+// apiServerStopGrace is how long RestartAPIServer lets kube-apiserver shut down gracefully
+// before killing it: short, so that the outage (this plus a start of a few seconds) stays
+// within a client's leader-election renew deadline of 10s.
+const apiServerStopGrace = 3 * time.Second
 
 // ErrMissingBinaries is wrapped by the error Start returns when a binary it needs is not in
 // the binary directory. Tests use it to skip under -short.
@@ -147,6 +155,13 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 		Path: filepath.Join(opts.BinDir, "kube-apiserver"),
 		Out:  apiLog,
 		Err:  apiLog,
+		// Our own directory, not one envtest removes on Stop: the serving and
+		// service-account signing keys then survive RestartAPIServer, so kubeconfigs and
+		// tokens issued before a restart stay valid after it.
+		CertDir: filepath.Join(c.workDir, "kube-apiserver"),
+	}
+	if err := os.MkdirAll(apiServer.CertDir, 0o700); err != nil {
+		return fmt.Errorf("creating the kube-apiserver certificate directory: %w", err)
 	}
 	apiServer.Configure().Set("service-cluster-ip-range", opts.ServiceClusterIPRange)
 
@@ -172,6 +187,85 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 	c.kubeconfig = c.env.KubeConfig
 	c.KubeconfigPath = filepath.Join(c.workDir, "kubeconfig")
 	return c.WriteKubeconfig(c.KubeconfigPath)
+}
+
+// RestartAPIServer stops kube-apiserver (SIGTERM, SIGKILL after a few seconds) and starts it
+// again on the same port, with the same certificates and the same etcd, whose data is
+// untouched: clients see the API server go away and come back, as in an upgrade or a crash.
+// Linux only (it finds the process in /proc). It returns once the new one is healthy.
+func (c *ControlPlane) RestartAPIServer() error {
+	if c.env == nil || c.stopped {
+		return errors.New("restarting kube-apiserver: the control plane is not running")
+	}
+	api := c.env.ControlPlane.APIServer
+	// envtest's Stop waits 20s for a graceful exit, which kube-apiserver with watches open
+	// does not make in time; signal the process ourselves: SIGTERM, then SIGKILL after
+	// apiServerStopGrace. envtest hides the process: find it by its certificate directory,
+	// which is ours alone.
+	pid, err := findProcess("--cert-dir=" + api.CertDir)
+	if err != nil {
+		return fmt.Errorf("restarting kube-apiserver: %w", err)
+	}
+	if err := terminate(pid, apiServerStopGrace); err != nil {
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	if err := api.Stop(); err != nil { // it has exited: only envtest's bookkeeping
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	// The first log file was closed once the first process held it; append to it.
+	apiLog, err := os.OpenFile(filepath.Join(c.LogDir, "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening the kube-apiserver log: %w", err)
+	}
+	defer apiLog.Close()
+	api.Out, api.Err = apiLog, apiLog
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again (log: %s): %w", apiLog.Name(), err)
+	}
+	return nil
+}
+
+// findProcess returns the process whose command line holds arg.
+func findProcess(arg string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("listing processes: %w", err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(cmdline), "\x00") {
+			if a == arg {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process has %s on its command line", arg)
+}
+
+// terminate sends SIGTERM, then SIGKILL after grace, and returns once the process is gone
+// (reaped by its parent's Wait).
+func terminate(pid int, grace time.Duration) error {
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signalling process %d: %w", pid, err)
+	}
+	killAt := time.Now().Add(grace)
+	for deadline := killAt.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		if !killAt.IsZero() && time.Now().After(killAt) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			killAt = time.Time{}
+		}
+	}
+	return fmt.Errorf("process %d did not exit", pid)
 }
 
 // WriteKubeconfig writes the administrator's kubeconfig to path, for a process that

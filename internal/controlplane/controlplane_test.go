@@ -14,8 +14,11 @@ import (
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -192,6 +195,37 @@ func TestStartWithoutWorkloads(t *testing.T) {
 
 	g.Expect(cp.Stop()).To(Succeed())
 	g.Expect(childProcesses(t)).To(Equal(childrenBefore))
+}
+
+// TestRestartAPIServer: after a restart the same client config and a service-account token
+// issued before it still work, and what was stored before is still there.
+func TestRestartAPIServer(t *testing.T) {
+	g := NewWithT(t)
+	cp := startForTest(t, Options{})
+	cl, err := client.New(cp.Config, client.Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kept"}, Data: map[string]string{"k": "v"}}
+	g.Expect(cl.Create(t.Context(), cm)).To(Succeed())
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "reader"}}
+	g.Expect(cl.Create(t.Context(), sa)).To(Succeed())
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+	tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(t.Context(), "reader", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	g.Expect(cp.RestartAPIServer()).To(Succeed())
+
+	got := &corev1.ConfigMap{}
+	g.Expect(cl.Get(t.Context(), client.ObjectKeyFromObject(cm), got)).To(Succeed())
+	g.Expect(got.Data).To(Equal(cm.Data))
+	// The token authenticates (a SelfSubjectReview needs no rights): the signing key survived.
+	cfg := rest.AnonymousClientConfig(cp.Config)
+	cfg.BearerToken = tr.Status.Token
+	saClient, err := kubernetes.NewForConfig(cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	review, err := saClient.AuthenticationV1().SelfSubjectReviews().Create(t.Context(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(review.Status.UserInfo.Username).To(Equal("system:serviceaccount:default:reader"))
 }
 
 func TestStartNamesTheProcessThatFailed(t *testing.T) {
