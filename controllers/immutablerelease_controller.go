@@ -182,8 +182,10 @@ func requeue(obj *v1alpha1.ImmutableRelease, polling time.Duration) ctrl.Result 
 // this process, after a spec change, a reconcile request or a push announced by a webhook,
 // and once per interval. notBefore is how old a listing of the remote, made for another
 // release on the same repository, may be to serve this one: as of now when someone asked
-// (likely right after a push), as of the push when a webhook announced one, and half an
-// interval when polling, so that a fleet on one repository lists it about once an interval.
+// (likely right after a push), as of the push when a webhook announced one, and an interval
+// when polling: a fleet on one repository lists it once an interval, and a commit is seen
+// within two intervals at worst (as with Flux's source and Kustomization intervals); the
+// webhook makes it seconds.
 func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease) (due bool, notBefore time.Time) {
 	now := time.Now()
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
@@ -206,7 +208,7 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 		return true, now
 	}
 	interval := obj.GetRequeueAfter()
-	return now.Sub(c.at) >= interval, now.Add(-interval / 2)
+	return now.Sub(c.at) >= interval, now.Add(-interval)
 }
 
 // asked says whether a reconcile request or a spec change arrived since the last check.

@@ -63,12 +63,16 @@ type pushed struct {
 }
 
 // Queue priorities of releases notified of a push: those whose path changed go before
-// other work, the others after it, so that a push to a repository shared by a thousand
+// other work, the others after it and a moment later, so that a push to a repository shared by a thousand
 // releases neither delays the one that changed nor the correction of drift elsewhere.
 const (
 	changedPriority   = 10
 	unchangedPriority = handler.LowPriority
 )
+
+// unchangedDelay defers the releases a push did not change (they only record the new
+// revision), so that the ones it changed apply on a quiet API server.
+const unchangedDelay = time.Second
 
 // enqueueNotified queues a notified release at the priority its push gives it.
 func (r *ImmutableReleaseReconciler) enqueueNotified(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -78,11 +82,13 @@ func (r *ImmutableReleaseReconciler) enqueueNotified(_ context.Context, e event.
 		q.Add(req)
 		return
 	}
-	priority := unchangedPriority
 	if p, ok := r.pushes.Load(req.NamespacedName); ok && p.(pushed).changed {
-		priority = changedPriority
+		priority := changedPriority
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
+		return
 	}
-	pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
+	priority := unchangedPriority
+	pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority, After: unchangedDelay}, req)
 }
 
 // splitByChange fetches the pushed head once and sorts the releases into those whose path
