@@ -87,6 +87,10 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 
 var errNonFastForward = errors.New("non-fast-forward")
 
+// beforePush, when set by a test, runs between building the revert and pushing it: where a
+// push by someone else races with ours.
+var beforePush func()
+
 // revertOnce builds and pushes the revert on the branch head, and reports that head in
 // *head. seenHead is the head of an attempt whose push the branch outran: if the commits
 // pushed since changed the path, someone fixed forward while the revert was being pushed,
@@ -225,6 +229,9 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	target := req.Branch
 	if req.PushBranch != "" {
 		target = req.PushBranch
+	}
+	if beforePush != nil {
+		beforePush()
 	}
 	err = repo.PushContext(ctx, &gogit.PushOptions{
 		Auth:     req.Auth.Method,

@@ -303,3 +303,45 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestRevertPushRace: someone pushes while the revert is being pushed. A commit elsewhere
+// in the repository: the revert is built again on the new head and pushed. A commit under
+// the path: someone fixed forward; the rollback is dropped and nothing is pushed.
+func TestRevertPushRace(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		racing    map[string]string
+		wantFixed bool
+	}{
+		{"elsewhere", map[string]string{"deploy/staging/app.yaml": "kind: ConfigMap\n"}, false},
+		{"under the path", map[string]string{"deploy/prod/extra.yaml": "kind: ConfigMap\n"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			srv, repo, _ := newRepo(t)
+			healthy := write(t, repo, "Healthy", healthyFiles)
+			failed := write(t, repo, "Bad", map[string]string{"deploy/prod/app.yaml": badApp})
+			var racing string
+			beforePush = func() {
+				if racing == "" {
+					racing = write(t, repo, "Racing push", tc.racing)
+				}
+			}
+			defer func() { beforePush = nil }()
+			res, err := NewCache(t.TempDir()).Revert(context.Background(), revertRequest(t, srv, repo, healthy, failed))
+			head, herr := repo.Output("ls-remote", "origin", "refs/heads/main")
+			g.Expect(herr).NotTo(HaveOccurred())
+			if tc.wantFixed {
+				g.Expect(errors.Is(err, ErrFixedForward)).To(BeTrue(), "%v", err)
+				g.Expect(head).To(HavePrefix(racing), "nothing pushed over the fix")
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(head).To(HavePrefix(res.Commit))
+			must(t, repo.Git("fetch", "--quiet", "origin"))
+			parent, perr := repo.Output("rev-parse", res.Commit+"^")
+			g.Expect(perr).NotTo(HaveOccurred())
+			g.Expect(strings.TrimSpace(parent)).To(Equal(racing), "the revert is built on the racing commit")
+		})
+	}
+}
