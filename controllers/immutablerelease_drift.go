@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/ssa"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,7 @@ import (
 
 // objectDrift is how one live object differs from Git.
 type objectDrift struct {
+	desired *unstructured.Unstructured
 	object  string
 	deleted bool
 	changes []drift.Change
@@ -91,8 +93,18 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 		return nil
 	}
 	r.forgetSnapshot(obj)
-	cs, err := s.applier.Apply(ctx, s.objects)
-	if err != nil {
+	// Only what drifted is put back: each was dry-run by the comparison.
+	fix := make([]*unstructured.Unstructured, len(drifts))
+	cs := ssa.NewChangeSet()
+	for i, d := range drifts {
+		fix[i] = d.desired
+		action := ssa.ConfiguredAction
+		if d.deleted {
+			action = ssa.CreatedAction
+		}
+		cs.Add(ssa.ChangeSetEntry{ObjMetadata: object.UnstructuredToObjMetadata(d.desired), Subject: d.object, Action: action})
+	}
+	if err := s.applier.Put(ctx, fix); err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
 	}
 	r.startRolloutIfChanged(s, cs)
@@ -106,32 +118,50 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 }
 
 // detectDrift dry-runs the apply of every object and compares it with the live object.
+// Objects the metadata cache shows unchanged since the last comparison found them equal to
+// Git are not compared again: an edit to one object of a release costs one comparison.
 func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) ([]objectDrift, []v1alpha1.WorkloadImage, error) {
 	var (
 		drifts   []objectDrift
 		injected []v1alpha1.WorkloadImage
-		lives    []*unstructured.Unstructured
+		lives    = make([]*unstructured.Unstructured, len(s.objects))
 	)
-	for _, o := range s.objects {
+	snap := r.comparableSnapshot(s)
+	for i, o := range s.objects {
+		name := manifest.ObjectName(o)
+		if snap != nil && r.objectUnchanged(ctx, snap, o) {
+			injected = append(injected, injectedOf(s.obj, name)...)
+			continue
+		}
 		live, merged, err := s.applier.Diff(ctx, o)
 		if err != nil {
 			return nil, nil, err
 		}
-		lives = append(lives, live)
-		name := manifest.ObjectName(o)
+		lives[i] = live
 		if live == nil {
-			drifts = append(drifts, objectDrift{object: name, deleted: true})
+			drifts = append(drifts, objectDrift{desired: o, object: name, deleted: true})
 			continue
 		}
 		if changes := drift.Compare(merged, live); len(changes) > 0 {
-			drifts = append(drifts, objectDrift{object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
+			drifts = append(drifts, objectDrift{desired: o, object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
 		}
 		injected = append(injected, injectedContainers(name, o, live)...)
 	}
 	if len(drifts) == 0 {
-		r.recordSnapshot(s, lives)
+		r.recordSnapshot(s, lives, snap)
 	}
 	return drifts, injected, nil
+}
+
+// injectedOf returns the injected containers status already lists for the workload name.
+func injectedOf(obj *v1alpha1.ImmutableRelease, name string) []v1alpha1.WorkloadImage {
+	var out []v1alpha1.WorkloadImage
+	for _, c := range obj.Status.InjectedContainers {
+		if c.Workload == name {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // injectedContainers lists the containers live runs that Git does not name.

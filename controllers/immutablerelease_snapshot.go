@@ -89,11 +89,21 @@ func objectID(o *unstructured.Unstructured) string {
 }
 
 // recordSnapshot remembers the live objects a comparison found equal to Git; live[i] is the
-// live copy of s.objects[i].
-func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructured.Unstructured) {
+// live copy of s.objects[i], or nil when it was not read because prev, the snapshot the
+// comparison started from, showed it unchanged.
+func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructured.Unstructured, prev *snapshot) {
 	snap := snapshot{revision: s.revision, desired: desiredChecksum(s.objects), objects: map[string]liveMeta{}}
-	for i, o := range live {
-		snap.objects[objectID(o)] = metaOf(o, s.objects[i])
+	if prev != nil {
+		snap.healthy, snap.healthyAt = prev.healthy, prev.healthyAt
+	}
+	for i, o := range s.objects {
+		id := objectID(o)
+		switch {
+		case live[i] != nil:
+			snap.objects[id] = metaOf(live[i], o)
+		case prev != nil:
+			snap.objects[id] = prev.objects[id]
+		}
 	}
 	r.snapshots.Store(client.ObjectKeyFromObject(s.obj), snap)
 }
@@ -102,29 +112,45 @@ func (r *ImmutableReleaseReconciler) forgetSnapshot(obj client.Object) {
 	r.snapshots.Delete(client.ObjectKeyFromObject(obj))
 }
 
-// unchangedSinceSnapshot says whether the objects Git asks for are those of the snapshot and
-// the metadata cache shows every live object as it was then.
-func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context, s *scope) bool {
+// comparableSnapshot returns the release's snapshot if it was taken of the same objects
+// Git asks for now, else nil.
+func (r *ImmutableReleaseReconciler) comparableSnapshot(s *scope) *snapshot {
 	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
 	if !ok {
-		return false
+		return nil
 	}
 	snap := v.(snapshot)
 	if len(snap.objects) != len(s.objects) || snap.desired != desiredChecksum(s.objects) {
+		return nil
+	}
+	return &snap
+}
+
+// objectUnchanged says whether the metadata cache shows o's live object as the snapshot
+// saw it.
+func (r *ImmutableReleaseReconciler) objectUnchanged(ctx context.Context, snap *snapshot, o *unstructured.Unstructured) bool {
+	was, ok := snap.objects[objectID(o)]
+	if !ok {
+		return false
+	}
+	now, ok := r.cachedMeta(ctx, o)
+	if !ok || now.uid != was.uid || now.labels != was.labels {
+		return false
+	}
+	gvk := o.GroupVersionKind()
+	return now.resourceVersion == was.resourceVersion ||
+		(specGenerationKinds[gvk.Group+"/"+gvk.Kind] && now.generation == was.generation)
+}
+
+// unchangedSinceSnapshot says whether the objects Git asks for are those of the snapshot and
+// the metadata cache shows every live object as it was then.
+func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context, s *scope) bool {
+	snap := r.comparableSnapshot(s)
+	if snap == nil {
 		return false
 	}
 	for _, o := range s.objects {
-		was, ok := snap.objects[objectID(o)]
-		if !ok {
-			return false
-		}
-		now, ok := r.cachedMeta(ctx, o)
-		if !ok || now.uid != was.uid || now.labels != was.labels {
-			return false
-		}
-		gvk := o.GroupVersionKind()
-		if now.resourceVersion != was.resourceVersion &&
-			!(specGenerationKinds[gvk.Group+"/"+gvk.Kind] && now.generation == was.generation) {
+		if !r.objectUnchanged(ctx, snap, o) {
 			return false
 		}
 	}

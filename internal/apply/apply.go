@@ -150,6 +150,18 @@ func (a *Applier) dryRun(ctx context.Context, object *unstructured.Unstructured,
 	return live, merged, nil
 }
 
+// Put server-side applies objects one by one, taking back every field the release manages:
+// the correction of drift, for objects already compared (and dry-run) with Diff. Unlike
+// Apply it makes one request per object.
+func (a *Applier) Put(ctx context.Context, objects []*unstructured.Unstructured) error {
+	for _, o := range objects {
+		if err := a.client.Patch(ctx, o.DeepCopy(), client.Apply, client.ForceOwnership, client.FieldOwner(FieldManager)); err != nil {
+			return explainApplyError(fmt.Errorf("%s/%s: %w", o.GetKind(), o.GetName(), err))
+		}
+	}
+	return nil
+}
+
 // Prune deletes the objects of old that are not in current. Objects that no longer carry
 // this release's labels (someone else took them over) are left alone.
 func (a *Applier) Prune(ctx context.Context, old, current *v1alpha1.ResourceInventory) (*ssa.ChangeSet, error) {
