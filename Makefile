@@ -45,7 +45,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: test
-test: manifests generate vet control-plane ## Run all tests against a real kube-apiserver, etcd and Git server (builds them first).
+test: manifests generate vet control-plane gitea ## Run all tests against a real kube-apiserver, etcd and Git server (builds them first).
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e
@@ -54,8 +54,12 @@ e2e: control-plane ## Run the end-to-end stories: the operator binary, installed
 	go test -tags e2e -count=1 -timeout 20m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'
 
 .PHONY: control-plane
-control-plane: ## Build the local control plane binaries into bin/ (about 15 minutes the first time).
+control-plane: ## Build the local control plane binaries into bin/ (about 15-20 minutes the first time).
 	@hack/build-test-binaries.sh
+
+.PHONY: gitea
+gitea: control-plane ## Build Gitea into bin/ for the pull-request tests (about 30 minutes the first time).
+	@WITH_GITEA=1 hack/build-test-binaries.sh
 
 .PHONY: bench
 bench: control-plane ## The scale benchmark (docs/benchmarks.md): N releases against the floor, steady state, webhook, drift, rollback. N=100,500,1000 takes about 25 minutes.

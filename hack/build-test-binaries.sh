@@ -63,8 +63,9 @@ fi
 
 # Gitea v1.27+ moved its module path to a host the Go proxy refuses; v1.26.0 is on it. Without
 # the bindata tag it reads its options and templates from disk: they are copied from the
-# module source into bin/gitea-assets, which internal/testgitea points Gitea at.
-if missing gitea || [ ! -d "$bin/gitea-assets/templates" ]; then
+# module source into bin/gitea-assets, which internal/testgitea points Gitea at. Only the
+# tests need it (WITH_GITEA=1, set by make test); the demo does not.
+if [ "${WITH_GITEA:-0}" = 1 ] && { missing gitea || [ ! -d "$bin/gitea-assets/templates" ]; }; then
   log "Building Gitea v1.26.0 (about 37 minutes cold on 2 shared cores: 36m43s measured)"
   (cd "$root/hack/tools/gitea" && run_with_heartbeat Gitea \
     go build -trimpath -tags "sqlite sqlite_unlock_notify" -ldflags "-s -w -X main.Version=1.26.0" -o "$bin/gitea" code.gitea.io/gitea)
