@@ -20,6 +20,8 @@ import (
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/immutable-release/operator/internal/controlplane"
 )
 
 type config struct {
@@ -51,7 +53,7 @@ func main() {
 		c.sizes = append(c.sizes, n)
 	}
 	var err error
-	if c.root, err = moduleRoot(); err != nil {
+	if c.root, err = controlplane.ModuleRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

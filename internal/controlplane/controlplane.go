@@ -319,7 +319,7 @@ func (o *Options) setDefaults() error {
 		o.BinDir = os.Getenv("KUBEBUILDER_ASSETS")
 	}
 	if o.BinDir == "" {
-		root, err := moduleRoot()
+		root, err := ModuleRoot()
 		if err != nil {
 			return fmt.Errorf("finding the binaries: %w", err)
 		}
@@ -336,9 +336,9 @@ func (o *Options) requiredBinaries() []string {
 	return bins
 }
 
-// moduleRoot walks up from the working directory to the folder that holds go.mod, so that
-// tests, which run in their package's folder, find <module root>/bin.
-func moduleRoot() (string, error) {
+// ModuleRoot walks up from the working directory to the folder that holds go.mod, so that
+// tests, which run in their package's folder, and tools find <module root>/bin.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err

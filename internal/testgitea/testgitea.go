@@ -23,10 +23,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/immutable-release/operator/internal/controlplane"
 )
 
 // ErrMissingBinary says that bin/gitea (or its assets) is not built.
-var ErrMissingBinary = errors.New("gitea is not built: run hack/build-test-binaries.sh")
+var ErrMissingBinary = errors.New("gitea is not built: run make gitea (WITH_GITEA=1 hack/build-test-binaries.sh)")
 
 // Server is a Gitea on loopback with one administrator.
 type Server struct {
@@ -53,7 +55,7 @@ type Options struct {
 // run that is still shutting down keeps answering on its old one.
 func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.BinDir == "" {
-		root, err := moduleRoot()
+		root, err := controlplane.ModuleRoot()
 		if err != nil {
 			return nil, err
 		}
@@ -359,22 +361,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// moduleRoot walks up from the working directory to the folder that holds go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory: set Options.BinDir")
-		}
-		dir = parent
-	}
 }
