@@ -194,8 +194,7 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 		return true, now.Add(-time.Second)
 	}
 	c := v.(lastCheck)
-	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	if c.generation != obj.Generation || c.token != token {
+	if r.asked(obj) {
 		return true, now
 	}
 	if p, ok := r.pushes.Load(key); ok && p.(pushed).at.After(c.at) {

@@ -37,7 +37,9 @@ type scope struct {
 	changed bool
 	// asked says a person asked for this reconcile or changed the spec: everything is
 	// looked at again, nothing taken from what this process remembers.
-	asked   bool
+	asked bool
+	// desired caches desiredChecksum: objects do not change once built.
+	desired string
 	client  client.Client
 	applier *apply.Applier
 }

@@ -73,15 +73,19 @@ func flatten(live, desired map[string]string) string {
 	return strings.Join(keys, "\x01")
 }
 
-// desiredChecksum identifies the objects Git asks for, as prepared for apply.
-func desiredChecksum(objects []*unstructured.Unstructured) string {
-	h := sha256.New()
-	for _, o := range objects {
-		b, _ := json.Marshal(o.Object)
-		h.Write(b)
-		h.Write([]byte{0})
+// desiredChecksum identifies the objects Git asks for, as prepared for apply. It is
+// computed once per reconcile, however many times it is compared.
+func (s *scope) desiredChecksum() string {
+	if s.desired == "" {
+		h := sha256.New()
+		for _, o := range s.objects {
+			b, _ := json.Marshal(o.Object)
+			h.Write(b)
+			h.Write([]byte{0})
+		}
+		s.desired = hex.EncodeToString(h.Sum(nil))
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return s.desired
 }
 
 func objectID(o *unstructured.Unstructured) string {
@@ -92,7 +96,7 @@ func objectID(o *unstructured.Unstructured) string {
 // live copy of s.objects[i], or nil when it was not read because prev, the snapshot the
 // comparison started from, showed it unchanged.
 func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructured.Unstructured, prev *snapshot) {
-	snap := snapshot{revision: s.revision, desired: desiredChecksum(s.objects), objects: map[string]liveMeta{}}
+	snap := snapshot{revision: s.revision, desired: s.desiredChecksum(), objects: map[string]liveMeta{}}
 	if prev != nil {
 		snap.healthy, snap.healthyAt = prev.healthy, prev.healthyAt
 	}
@@ -120,7 +124,7 @@ func (r *ImmutableReleaseReconciler) comparableSnapshot(s *scope) *snapshot {
 		return nil
 	}
 	snap := v.(snapshot)
-	if len(snap.objects) != len(s.objects) || snap.desired != desiredChecksum(s.objects) {
+	if len(snap.objects) != len(s.objects) || snap.desired != s.desiredChecksum() {
 		return nil
 	}
 	return &snap
