@@ -49,7 +49,7 @@ test: manifests generate vet control-plane gitea ## Run all tests against a real
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: e2e
-e2e: control-plane ## Run the end-to-end stories: the operator binary, installed with kubectl, on the full local control plane.
+e2e: control-plane gitea ## Run the end-to-end stories: the operator binary, installed with kubectl, on the full local control plane.
 	go vet -tags e2e ./e2e
 	go test -tags e2e -count=1 -timeout 20m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'
 

@@ -49,27 +49,36 @@ func init() {
 	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied)
 }
 
-// GitMetrics counts the remote operations of the shared Git cache: lists (ls-remote) and
-// fetches. Steady state should show one list per repository and reference per interval and
-// no fetch. Register it once, with the cache the reconciler uses.
+// GitMetrics counts the remote operations of the shared Git cache: lists (ls-remote),
+// fetches and the clones that build reverts. Steady state should show one list per
+// repository and reference per interval and no fetch; more revert clones than rollbacks
+// mean the branch moved while a revert was being pushed. Register it once, with the cache
+// the reconciler uses.
 func GitMetrics(cache *git.Cache) prometheus.Collector {
 	return gitCollector{cache: cache, lists: prometheus.NewDesc("immutable_release_git_lists_total",
 		"Remote reference listings (ls-remote) made by the shared Git cache.", nil, nil),
 		fetches: prometheus.NewDesc("immutable_release_git_fetches_total",
-			"Fetches (the first one is a clone) made by the shared Git cache.", nil, nil)}
+			"Fetches (the first one is a clone) made by the shared Git cache.", nil, nil),
+		reverts: prometheus.NewDesc("immutable_release_git_revert_clones_total",
+			"Clones made to build a revert, one per attempt to push it: a push that loses a race with another push is built again on the new head.", nil, nil)}
 }
 
 type gitCollector struct {
-	cache          *git.Cache
-	lists, fetches *prometheus.Desc
+	cache                   *git.Cache
+	lists, fetches, reverts *prometheus.Desc
 }
 
-func (c gitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.lists; ch <- c.fetches }
+func (c gitCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.lists
+	ch <- c.fetches
+	ch <- c.reverts
+}
 
 func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.cache.Stats()
 	ch <- prometheus.MustNewConstMetric(c.lists, prometheus.CounterValue, float64(s.Lists))
 	ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(s.Fetches))
+	ch <- prometheus.MustNewConstMetric(c.reverts, prometheus.CounterValue, float64(s.Reverts))
 }
 
 // recordReady sets the Ready gauge of a release, or removes its series once it is gone.

@@ -3,13 +3,18 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/immutable-release/operator/internal/testgit"
 )
 
 const leaseName = "immutable-release.release.immutable.dev"
@@ -209,3 +214,95 @@ func (s *story) killedAt(h, image string) string {
 }
 
 func TestKilledInALoop(t *testing.T) { specKilledInALoop(t) }
+
+// specPushRaceDuringRevert: a teammate keeps pushing documentation (outside the release's
+// path) while a failed rollout is being reverted, so the operator's revert push races
+// theirs. A lost race is built again on the new head: one revert lands, every commit of
+// the teammate stays on the branch (nothing is force-pushed), and web 1.0 runs again. The
+// race is likely, not forced (the integration test TestRevertPushRace forces it); the
+// attempts it took are logged from the operator's metrics.
+func specPushRaceDuringRevert(t *testing.T) {
+	s := newStory(t, "3s")
+	mate, err := testgit.NewClone(filepath.Join(t.TempDir(), "mate"), s.repo.URL(), s.repo.PushURL(), "main")
+	s.must(err)
+	s.must(mate.Git("pull", "-q", "origin", "main"))
+	clones := revertClones(t)
+
+	bad := s.push("Release a broken build", map[string]string{"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + dead)})
+	s.webhook()
+	// The teammate starts once the broken revision is the one being rolled out, so that it
+	// is the revision that fails.
+	s.eventually(30*time.Second, func() string {
+		out, _ := kubectl("-n", s.ns, "get", "immutablerelease", "shop", "-o", "jsonpath={.status.lastAttemptedRevision}")
+		if !strings.HasSuffix(out, bad) {
+			return "the release attempts " + out + ", not " + bad
+		}
+		return ""
+	})
+	s.must(mate.Git("pull", "-q", "--rebase", "origin", "main"))
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	var theirs []string
+	rejected, after := 0, 0
+	for deadline := time.Now().Add(90 * time.Second); after < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no revert of %s on the branch after 90s; operator log: %s", bad, env.operator.log)
+		}
+		time.Sleep(time.Duration(rnd.Int64N(int64(150 * time.Millisecond))))
+		s.must(mate.Write(map[string]string{fmt.Sprintf("docs/note-%d.md", len(theirs)): "A note.\n"}))
+		s.must(mate.Git("add", "--all"))
+		s.must(mate.Git("commit", "-q", "-m", fmt.Sprintf("Add note %d", len(theirs))))
+		for mate.Git("push", "-q", "origin", "HEAD") != nil {
+			rejected++
+			s.must(mate.Git("pull", "-q", "--rebase", "origin", "main"))
+		}
+		h, err := mate.Head()
+		s.must(err)
+		theirs = append(theirs, h)
+		if log, _ := mate.Output("log", "--format=%B", "main"); strings.Contains(log, "Failed-Revision: "+bad) {
+			after++
+		}
+	}
+	t.Logf("the teammate pushed %d commits, %d of them after losing a race; the operator cloned %d times to push its revert",
+		len(theirs), rejected, revertClones(t)-clones)
+
+	s.runs(time.Minute, "ghcr.io/acme/web@"+digestV1)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")
+	s.must(mate.Git("pull", "-q", "--rebase", "origin", "main"))
+	hashes, err := mate.Output("log", "--format=%H", "main")
+	s.must(err)
+	for _, h := range append([]string{s.first, bad}, theirs...) {
+		if !strings.Contains(hashes, h) {
+			t.Errorf("commit %s is no longer on the branch", h)
+		}
+	}
+	bodies, err := mate.Output("log", "--format=%B", "main")
+	s.must(err)
+	if n := strings.Count(bodies, "Failed-Revision: "); n != 1 {
+		t.Errorf("%d revert commits for one failed revision", n)
+	}
+}
+
+// revertClones reads immutable_release_git_revert_clones_total from the operator.
+func revertClones(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get("http://" + env.operator.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "immutable_release_git_revert_clones_total "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("no immutable_release_git_revert_clones_total in the operator's metrics")
+	return 0
+}
+
+func TestPushRaceDuringRevert(t *testing.T) { specPushRaceDuringRevert(t) }

@@ -67,6 +67,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer env.git.Stop()
+	defer stopGitea()
 	if env.gitProxy, err = newProxy(strings.TrimPrefix(env.git.HTTPAddress(), "http://")); err != nil {
 		return fail(err)
 	}
@@ -116,6 +117,7 @@ type operator struct {
 	storage string
 	config  string
 	probe   string
+	metrics string
 	args    []string
 	exited  chan error
 	// webhookURL is this replica's webhook receiver.
@@ -150,9 +152,9 @@ func startOperator(extra ...string) (*operator, error) {
 	}
 	webhook := freeAddr()
 	o.webhookURL = "http://" + webhook + "/hook"
-	o.probe = freeAddr()
+	o.probe, o.metrics = freeAddr(), freeAddr()
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
-		"--metrics-bind-address=" + freeAddr(), "--health-probe-bind-address=" + o.probe,
+		"--metrics-bind-address=" + o.metrics, "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
 		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
 	o.args = append(o.args, extra...)

@@ -64,19 +64,28 @@ func newStory(t *testing.T, timeout string, spec ...string) *story {
 func createStory(t *testing.T, timeout string, spec ...string) *story {
 	t.Helper()
 	n := seq.Add(1)
-	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n)}
 	repo, err := env.git.CreateRepo(fmt.Sprintf("acme/shop-%d.git", n), "main")
-	s.must(err)
-	s.repo = repo
-	s.url = "http://" + env.gitProxy.addr + "/" + repo.Name
-	s.must(repo.Write(map[string]string{
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n), repo: repo, url: "http://" + env.gitProxy.addr + "/" + repo.Name}
+	s.release(timeout, env.git.Username, env.git.Password, spec...)
+	return s
+}
+
+// release pushes web 1.0 to the story's repository, and creates the namespace, the Git
+// credentials and the release with kubectl.
+func (s *story) release(timeout, username, password string, spec ...string) {
+	s.t.Helper()
+	var err error
+	s.must(s.repo.Write(map[string]string{
 		"deploy/prod/deployment.yaml": deployment("ghcr.io/acme/web@" + digestV1),
 		"deploy/prod/service.yaml":    "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
 	}))
-	s.first, err = repo.CommitAndPush("Release web 1.0")
+	s.first, err = s.repo.CommitAndPush("Release web 1.0")
 	s.must(err)
 	s.kubectl("create", "namespace", s.ns)
-	s.kubectl("-n", s.ns, "create", "secret", "generic", "shop-git", "--from-literal=username="+env.git.Username, "--from-literal=password="+env.git.Password)
+	s.kubectl("-n", s.ns, "create", "secret", "generic", "shop-git", "--from-literal=username="+username, "--from-literal=password="+password)
 	release := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
 kind: ImmutableRelease
 metadata: {name: shop, namespace: %s}
@@ -90,10 +99,9 @@ spec:
 	for _, line := range spec {
 		release += "  " + line + "\n"
 	}
-	file := filepath.Join(t.TempDir(), "release.yaml")
+	file := filepath.Join(s.t.TempDir(), "release.yaml")
 	s.must(os.WriteFile(file, []byte(release), 0o644))
 	s.kubectl("apply", "-f", file)
-	return s
 }
 
 func (s *story) must(err error) {

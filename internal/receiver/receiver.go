@@ -152,7 +152,13 @@ type payload struct {
 
 // Parse reads a verified payload. It returns nil for events that are not pushes.
 func Parse(h http.Header, body []byte) (*Push, error) {
-	event := h.Get("X-GitHub-Event") + h.Get("X-Gitea-Event") + h.Get("X-Gitlab-Event")
+	// Gitea (and Forgejo, Gogs) send their own event header and GitHub's, both "push".
+	event := ""
+	for _, name := range []string{"X-GitHub-Event", "X-Gitea-Event", "X-Gogs-Event", "X-Gitlab-Event"} {
+		if event = h.Get(name); event != "" {
+			break
+		}
+	}
 	if event != "" && event != "push" && event != "Push Hook" && event != "Tag Push Hook" {
 		return nil, nil
 	}

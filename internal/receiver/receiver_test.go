@@ -48,6 +48,10 @@ func TestHandler(t *testing.T) {
 			status: http.StatusAccepted, urls: []string{"https://github.com/acme/shop.git", "git@github.com:acme/shop.git"}},
 		{name: "gitea", headers: map[string]string{"X-Gitea-Event": "push", "X-Gitea-Signature": strings.TrimPrefix(sign([]byte(githubPush)), "sha256=")}, body: githubPush,
 			status: http.StatusAccepted, urls: []string{"https://github.com/acme/shop.git", "git@github.com:acme/shop.git"}},
+		// Gitea 1.26 as it really sends a push: its own headers and GitHub's and Gogs', all "push".
+		{name: "gitea as sent", headers: map[string]string{"X-Gitea-Event": "push", "X-Github-Event": "push", "X-Gogs-Event": "push",
+			"X-Gitea-Signature": strings.TrimPrefix(sign([]byte(githubPush)), "sha256="), "X-Hub-Signature-256": sign([]byte(githubPush))}, body: githubPush,
+			status: http.StatusAccepted, urls: []string{"https://github.com/acme/shop.git", "git@github.com:acme/shop.git"}},
 		{name: "gitlab", headers: map[string]string{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "s3cret"}, body: gitlabPush,
 			status: http.StatusAccepted, urls: []string{"https://gitlab.com/acme/shop.git", "git@gitlab.com:acme/shop.git"}},
 		{name: "generic", headers: map[string]string{"X-Signature-256": sign([]byte(`{"ref":"refs/heads/main","repository":{"url":"http://git.local/shop.git"}}`))},

@@ -182,6 +182,11 @@ ENABLED = false
 [cron]
 ENABLED = false
 
+[webhook]
+; Tests point webhooks at receivers on loopback, which Gitea refuses by default.
+ALLOWED_HOST_LIST = loopback
+DELIVER_TIMEOUT = 5
+
 [indexer]
 REPO_INDEXER_ENABLED = false
 
