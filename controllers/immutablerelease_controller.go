@@ -75,6 +75,9 @@ type ImmutableReleaseReconciler struct {
 	outdated sync.Map
 	// snapshots holds, per release, the live objects last found equal to Git.
 	snapshots sync.Map // types.NamespacedName -> snapshot
+	// appliedGenerations holds, per release, the generation whose spec this process last
+	// applied: until the rollout ends, status.observedGeneration does not say so.
+	appliedGenerations sync.Map // types.NamespacedName -> int64
 	// conflicts remembers, per release, the last revert that conflicted, so that it is
 	// tried again only when the branch changes.
 	conflicts sync.Map // types.NamespacedName -> revertConflict
@@ -131,7 +134,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
-	r.watches = watcher{controller: c, cache: mgr.GetCache(), watched: map[schema.GroupVersionKind]bool{}}
+	r.watches = watcher{controller: c, cache: mgr.GetCache(), handler: r.appliedObjectHandler(), watched: map[schema.GroupVersionKind]bool{}}
 	return nil
 }
 
@@ -249,7 +252,7 @@ func (r *ImmutableReleaseReconciler) lastGitCheck(obj *v1alpha1.ImmutableRelease
 // forget drops what this process remembers of a release that is gone.
 func (r *ImmutableReleaseReconciler) forget(obj *v1alpha1.ImmutableRelease) {
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
-	for _, m := range []*sync.Map{&r.checks, &r.pushes, &r.outdated, &r.snapshots} {
+	for _, m := range []*sync.Map{&r.checks, &r.pushes, &r.outdated, &r.snapshots, &r.appliedGenerations} {
 		m.Delete(key)
 	}
 }

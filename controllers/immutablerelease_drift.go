@@ -24,6 +24,7 @@ import (
 
 // objectDrift is how one live object differs from Git.
 type objectDrift struct {
+	index   int // in scope.objects
 	desired *unstructured.Unstructured
 	object  string
 	deleted bool
@@ -63,11 +64,15 @@ func (d objectDrift) image() bool {
 // Containers others added (injected sidecars) are recorded, never removed.
 func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) error {
 	obj := s.obj
-	drifts, injected, err := r.detectDrift(ctx, s)
+	cmp, err := r.detectDrift(ctx, s)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("comparing the live objects with revision %s: %w", s.revision, err))
 	}
-	obj.Status.InjectedContainers = injected
+	drifts := cmp.drifts
+	obj.Status.InjectedContainers = cmp.injected
+	if len(drifts) == 0 {
+		r.recordSnapshot(s, cmp.lives, cmp.snap)
+	}
 
 	if obj.GetDriftMode() == v1alpha1.DriftReport {
 		if len(drifts) == 0 {
@@ -92,7 +97,6 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	if len(drifts) == 0 {
 		return nil
 	}
-	r.forgetSnapshot(obj)
 	// Only what drifted is put back: each was dry-run by the comparison.
 	fix := make([]*unstructured.Unstructured, len(drifts))
 	cs := ssa.NewChangeSet()
@@ -104,9 +108,17 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 		}
 		cs.Add(ssa.ChangeSetEntry{ObjMetadata: object.UnstructuredToObjMetadata(d.desired), Subject: d.object, Action: action})
 	}
-	if err := s.applier.Put(ctx, fix); err != nil {
+	put, err := s.applier.Put(ctx, fix)
+	if err != nil {
+		r.forgetSnapshot(obj)
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
 	}
+	// The answers to the corrections are the objects as Git has them again: the reconcile
+	// their watch events bring need not compare them once more.
+	for i, d := range drifts {
+		cmp.lives[d.index] = put[i]
+	}
+	r.recordSnapshot(s, cmp.lives, cmp.snap)
 	r.startRolloutIfChanged(s, cs)
 	// Counted through pendingCorrections: if this reconcile's status write is dropped (a
 	// conflict), the next one finds no drift left and would not count it again.
@@ -117,40 +129,42 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	return nil
 }
 
+// comparison is what detectDrift found.
+type comparison struct {
+	drifts   []objectDrift
+	injected []v1alpha1.WorkloadImage
+	// lives[i] is the live copy of scope.objects[i] read for the comparison, or nil when
+	// snap showed it unchanged.
+	lives []*unstructured.Unstructured
+	snap  *snapshot
+}
+
 // detectDrift dry-runs the apply of every object and compares it with the live object.
 // Objects the metadata cache shows unchanged since the last comparison found them equal to
 // Git are not compared again: an edit to one object of a release costs one comparison.
-func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) ([]objectDrift, []v1alpha1.WorkloadImage, error) {
-	var (
-		drifts   []objectDrift
-		injected []v1alpha1.WorkloadImage
-		lives    = make([]*unstructured.Unstructured, len(s.objects))
-	)
-	snap := r.comparableSnapshot(s)
+func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) (*comparison, error) {
+	c := &comparison{lives: make([]*unstructured.Unstructured, len(s.objects)), snap: r.comparableSnapshot(s)}
 	for i, o := range s.objects {
 		name := manifest.ObjectName(o)
-		if snap != nil && r.objectUnchanged(ctx, snap, o) {
-			injected = append(injected, injectedOf(s.obj, name)...)
+		if c.snap != nil && r.objectUnchanged(ctx, c.snap, o) {
+			c.injected = append(c.injected, injectedOf(s.obj, name)...)
 			continue
 		}
 		live, merged, err := s.applier.Diff(ctx, o)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		lives[i] = live
+		c.lives[i] = live
 		if live == nil {
-			drifts = append(drifts, objectDrift{desired: o, object: name, deleted: true})
+			c.drifts = append(c.drifts, objectDrift{index: i, desired: o, object: name, deleted: true})
 			continue
 		}
 		if changes := drift.Compare(merged, live); len(changes) > 0 {
-			drifts = append(drifts, objectDrift{desired: o, object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
+			c.drifts = append(c.drifts, objectDrift{index: i, desired: o, object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
 		}
-		injected = append(injected, injectedContainers(name, o, live)...)
+		c.injected = append(c.injected, injectedContainers(name, o, live)...)
 	}
-	if len(drifts) == 0 {
-		r.recordSnapshot(s, lives, snap)
-	}
-	return drifts, injected, nil
+	return c, nil
 }
 
 // injectedOf returns the injected containers status already lists for the workload name.

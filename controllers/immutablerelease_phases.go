@@ -76,7 +76,11 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		s.revision, s.commit, s.objects = last.revision, last.commit, last.objects
 	}
 
-	settled := obj.Status.ObservedGeneration == obj.Generation && obj.Status.Inventory != nil
+	// Settled: this spec was applied already (the revision may still have to be). While a
+	// rollout runs, observedGeneration lags; what this process applied says it instead, so
+	// that reconciles during a rollout do not apply the same objects again.
+	applied, _ := r.appliedGenerations.Load(client.ObjectKeyFromObject(obj))
+	settled := obj.Status.Inventory != nil && (obj.Status.ObservedGeneration == obj.Generation || applied == obj.Generation)
 	switch {
 	case settled && !s.asked && r.unchangedSinceSnapshot(ctx, s):
 		// Nobody changed the live objects and Git asks for the same ones (a commit that
@@ -220,7 +224,7 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error {
 	obj := s.obj
 	r.forgetSnapshot(obj)
-	cs, err := s.applier.Apply(ctx, s.objects)
+	cs, live, err := s.applier.Apply(ctx, s.objects)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("applying revision %s: %w", s.revision, err))
 	}
@@ -256,7 +260,24 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	} else {
 		conditions.Delete(obj, v1alpha1.DriftedCondition)
 	}
+	r.recordApplied(s, live)
+	r.appliedGenerations.Store(client.ObjectKeyFromObject(obj), obj.Generation)
 	return nil
+}
+
+// recordApplied takes the snapshot from what the API server answered to the apply, when it
+// answered for every object: the reconcile that the apply's own watch events bring then
+// finds the objects unchanged instead of reading and dry-running each again.
+func (r *ImmutableReleaseReconciler) recordApplied(s *scope, live []*unstructured.Unstructured) {
+	var injected []v1alpha1.WorkloadImage
+	for i, o := range s.objects {
+		if live[i] == nil {
+			return
+		}
+		injected = append(injected, injectedContainers(manifest.ObjectName(o), o, live[i])...)
+	}
+	s.obj.Status.InjectedContainers = injected
+	r.recordSnapshot(s, live, nil)
 }
 
 // checkHealth judges the rollout of the applied objects, without waiting.
@@ -270,7 +291,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
-	res, err := health.Check(ctx, s.client, objects)
+	res, err := health.Check(ctx, s.client, r.withStatus(ctx, s, objects))
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
@@ -330,6 +351,38 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		}
 		return requeue(obj, poll), nil
 	}
+}
+
+// withoutStatus are kinds that kstatus finds Current as soon as they exist: they have no
+// status to wait for. A Service has one only as a LoadBalancer.
+var withoutStatus = map[string]bool{
+	"/ConfigMap": true, "/Secret": true, "/ServiceAccount": true, "/Service": true,
+	"rbac.authorization.k8s.io/Role": true, "rbac.authorization.k8s.io/RoleBinding": true,
+	"rbac.authorization.k8s.io/ClusterRole": true, "rbac.authorization.k8s.io/ClusterRoleBinding": true,
+}
+
+// withStatus leaves out of objects those whose health the metadata cache already shows:
+// kinds without a status that exist and are not being deleted. The rest are read.
+func (r *ImmutableReleaseReconciler) withStatus(ctx context.Context, s *scope, objects []*unstructured.Unstructured) []*unstructured.Unstructured {
+	loadBalancers := map[string]bool{}
+	for _, o := range s.objects {
+		if t, _, _ := unstructured.NestedString(o.Object, "spec", "type"); o.GetKind() == "Service" && t == "LoadBalancer" {
+			loadBalancers[objectID(o)] = true
+		}
+	}
+	out := objects[:0:0]
+	for _, o := range objects {
+		gvk := o.GroupVersionKind()
+		if withoutStatus[gvk.Group+"/"+gvk.Kind] && !loadBalancers[objectID(o)] && r.watches.watching(gvk) {
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(gvk)
+			if err := r.Get(ctx, client.ObjectKeyFromObject(o), m); err == nil && m.DeletionTimestamp == nil {
+				continue
+			}
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // recordRunning records in status.images the digests each container's pods run, and

@@ -6,12 +6,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,6 +58,7 @@ func CacheOptions(watchSelector string) (cache.Options, error) {
 type watcher struct {
 	controller controller.Controller
 	cache      cache.Cache
+	handler    handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request]
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
@@ -74,7 +77,7 @@ func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
 		}
 		meta := &metav1.PartialObjectMetadata{}
 		meta.SetGroupVersionKind(gvk)
-		src := source.Kind(w.cache, meta, appliedObjectHandler())
+		src := source.Kind(w.cache, meta, w.handler)
 		if err := w.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}
@@ -98,10 +101,14 @@ const statusSettle = 500 * time.Millisecond
 // manages (spec, labels, annotations, deletion) may be drift and goes first, at once; a
 // status update of a workload, which only says how its rollout goes, waits a moment and
 // yields to other work, so that a thousand rollouts do not starve drift corrections and
-// bursts of status updates cost one look.
-func appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request] {
+// bursts of status updates cost one look. The echo of the release's own apply is dropped:
+// the reconcile that applied has the answer already, and looks at the rollout itself.
+func (r *ImmutableReleaseReconciler) appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request] {
 	enqueue := func(ctx context.Context, o *metav1.PartialObjectMetadata, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly bool) {
 		for _, req := range ownerRelease(ctx, o) {
+			if !statusOnly && o.DeletionTimestamp == nil && r.ownWrite(req.NamespacedName, o) {
+				continue
+			}
 			pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
 			switch {
 			case !ok:
@@ -123,7 +130,12 @@ func appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetad
 			enqueue(ctx, e.ObjectNew, q, statusOnly(e.ObjectOld, e.ObjectNew))
 		},
 		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q, false)
+			deleted := e.Object.DeepCopy()
+			if deleted.DeletionTimestamp == nil {
+				// Never taken for an echo: a deleted object is always looked at.
+				deleted.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			}
+			enqueue(ctx, deleted, q, false)
 		},
 		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueue(ctx, e.Object, q, false)
@@ -139,6 +151,18 @@ func statusOnly(old, new *metav1.PartialObjectMetadata) bool {
 		new.DeletionTimestamp == nil && equality.Semantic.DeepEqual(old.Labels, new.Labels) &&
 		equality.Semantic.DeepEqual(old.Annotations, new.Annotations) &&
 		equality.Semantic.DeepEqual(old.OwnerReferences, new.OwnerReferences)
+}
+
+// ownWrite says whether o is, to its resourceVersion, the object as the release's snapshot
+// recorded it: the answer to this process's own apply or correction.
+func (r *ImmutableReleaseReconciler) ownWrite(release types.NamespacedName, o *metav1.PartialObjectMetadata) bool {
+	v, ok := r.snapshots.Load(release)
+	if !ok {
+		return false
+	}
+	id := object.ObjMetadata{Namespace: o.Namespace, Name: o.Name, GroupKind: o.GroupVersionKind().GroupKind()}.String()
+	was, ok := v.(snapshot).objects[id]
+	return ok && was.uid == o.UID && was.resourceVersion == o.ResourceVersion
 }
 
 func ownerRelease(_ context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {

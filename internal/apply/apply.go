@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -35,17 +37,66 @@ const (
 // Applier applies and prunes the objects of one release, as the client it was made with
 // (the operator itself, or the release's service account).
 type Applier struct {
-	client  client.Client
-	manager *ssa.ResourceManager
-	owner   client.ObjectKey
+	client   client.Client
+	manager  *ssa.ResourceManager
+	owner    client.ObjectKey
+	observer *observer
 }
 
 // NewApplier returns an Applier for the release named owner.
 func NewApplier(c client.Client, owner client.ObjectKey) *Applier {
 	poller := polling.NewStatusPoller(c, c.RESTMapper(), polling.Options{})
-	rm := ssa.NewResourceManager(c, poller, ssa.Owner{Field: FieldManager, Group: v1alpha1.GroupVersion.Group})
+	obs := &observer{Client: c}
+	rm := ssa.NewResourceManager(obs, poller, ssa.Owner{Field: FieldManager, Group: v1alpha1.GroupVersion.Group})
 	rm.SetConcurrency(4)
-	return &Applier{client: c, manager: rm, owner: owner}
+	return &Applier{client: c, manager: rm, owner: owner, observer: obs}
+}
+
+// observer keeps, for each object of one Apply, what the API server answered: the object as
+// read before it was applied, replaced by the answer to its apply. Either is the live
+// object as the release wants it (ssa applies an object when its dry run differs from what
+// was read), so the caller need not read it again to know its state.
+type observer struct {
+	client.Client
+	mu   sync.Mutex
+	live map[object.ObjMetadata]*unstructured.Unstructured
+}
+
+func (o *observer) reset() {
+	o.mu.Lock()
+	o.live = map[object.ObjMetadata]*unstructured.Unstructured{}
+	o.mu.Unlock()
+}
+
+func (o *observer) note(u *unstructured.Unstructured, applied bool) {
+	id := object.UnstructuredToObjMetadata(u)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, read := o.live[id]; o.live != nil && (applied || !read) {
+		// Only the first read counts: a later one (waiting for a namespace) may show
+		// changes made by others since.
+		o.live[id] = u.DeepCopy()
+	}
+}
+
+func (o *observer) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := o.Client.Get(ctx, key, obj, opts...)
+	if u, ok := obj.(*unstructured.Unstructured); ok && err == nil {
+		o.note(u, false)
+	}
+	return err
+}
+
+func (o *observer) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	err := o.Client.Patch(ctx, obj, patch, opts...)
+	if u, ok := obj.(*unstructured.Unstructured); ok && err == nil && patch.Type() == types.ApplyPatchType {
+		po := &client.PatchOptions{}
+		po.ApplyOptions(opts)
+		if len(po.DryRun) == 0 {
+			o.note(u, true)
+		}
+	}
+	return err
 }
 
 // OwnerLabels are the labels that mark an object as applied by the release.
@@ -98,8 +149,10 @@ func (a *Applier) Prepare(objects []*unstructured.Unstructured, targetNamespace,
 }
 
 // Apply server-side applies the objects, namespaces and CRDs first. When any object is
-// refused in its stage's dry run, nothing of that stage is applied.
-func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructured) (*ssa.ChangeSet, error) {
+// refused in its stage's dry run, nothing of that stage is applied. live[i] is objects[i]
+// as the API server holds it after the apply (its answer to the apply, or what was read
+// when nothing needed applying), or nil when unknown.
+func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructured) (cs *ssa.ChangeSet, live []*unstructured.Unstructured, err error) {
 	opts := ssa.DefaultApplyOptions()
 	opts.WaitInterval = time.Second
 	opts.WaitTimeout = time.Minute
@@ -110,11 +163,18 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 			{Name: "kubectl-client-side-apply", OperationType: metav1.ManagedFieldsOperationUpdate},
 		},
 	}
-	cs, err := a.manager.ApplyAllStaged(ctx, objects, opts)
+	a.observer.reset()
+	cs, err = a.manager.ApplyAllStaged(ctx, objects, opts)
 	if err != nil {
-		return cs, explainApplyError(err)
+		return cs, nil, explainApplyError(err)
 	}
-	return cs, nil
+	a.observer.mu.Lock()
+	defer a.observer.mu.Unlock()
+	live = make([]*unstructured.Unstructured, len(objects))
+	for i, o := range objects {
+		live[i] = a.observer.live[object.UnstructuredToObjMetadata(o)]
+	}
+	return cs, live, nil
 }
 
 // Diff dry-runs the apply of object and returns the live object (nil when it does not
@@ -152,14 +212,16 @@ func (a *Applier) dryRun(ctx context.Context, object *unstructured.Unstructured,
 
 // Put server-side applies objects one by one, taking back every field the release manages:
 // the correction of drift, for objects already compared (and dry-run) with Diff. Unlike
-// Apply it makes one request per object.
-func (a *Applier) Put(ctx context.Context, objects []*unstructured.Unstructured) error {
+// Apply it makes one request per object. live[i] is the API server's answer for objects[i].
+func (a *Applier) Put(ctx context.Context, objects []*unstructured.Unstructured) (live []*unstructured.Unstructured, err error) {
 	for _, o := range objects {
-		if err := a.client.Patch(ctx, o.DeepCopy(), client.Apply, client.ForceOwnership, client.FieldOwner(FieldManager)); err != nil {
-			return explainApplyError(fmt.Errorf("%s/%s: %w", o.GetKind(), o.GetName(), err))
+		applied := o.DeepCopy()
+		if err := a.client.Patch(ctx, applied, client.Apply, client.ForceOwnership, client.FieldOwner(FieldManager)); err != nil {
+			return nil, explainApplyError(fmt.Errorf("%s/%s: %w", o.GetKind(), o.GetName(), err))
 		}
+		live = append(live, applied)
 	}
-	return nil
+	return live, nil
 }
 
 // Prune deletes the objects of old that are not in current. Objects that no longer carry

@@ -1,0 +1,116 @@
+package apply
+
+import (
+	"context"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/immutable-release/operator/internal/controlplane"
+)
+
+func objects(t *testing.T, image string) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, doc := range []string{`
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: default}
+data: {mode: fast}`, `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "` + image + `"}]}`} {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// TestApplyAnswersLive: Apply returns each object as the API server holds it after the
+// apply, so that its caller need not read it again: the answer to a create or a change, and
+// the object read when nothing needed applying.
+func TestApplyAnswersLive(t *testing.T) {
+	ctx := context.Background()
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	c, err := client.New(cp.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewApplier(c, client.ObjectKey{Namespace: "default", Name: "shop"})
+
+	// resourceVersions reads the objects back, and checks that the answers are what is live.
+	check := func(what string, objs, live []*unstructured.Unstructured) []string {
+		t.Helper()
+		var rvs []string
+		for i, o := range objs {
+			if live[i] == nil {
+				t.Fatalf("%s: no live copy of %s", what, o.GetName())
+			}
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(o.GroupVersionKind())
+			if err := c.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
+				t.Fatal(err)
+			}
+			if got.GetUID() != live[i].GetUID() || got.GetResourceVersion() != live[i].GetResourceVersion() {
+				t.Errorf("%s: %s answered %s@%s, live is %s@%s", what, o.GetName(), live[i].GetUID(),
+					live[i].GetResourceVersion(), got.GetUID(), got.GetResourceVersion())
+			}
+			rvs = append(rvs, got.GetResourceVersion())
+		}
+		return rvs
+	}
+
+	v1 := objects(t, "ghcr.io/acme/web@sha256:1111111111111111111111111111111111111111111111111111111111111111")
+	if err := a.Prepare(v1, "", "default"); err != nil {
+		t.Fatal(err)
+	}
+	_, live, err := a.Apply(ctx, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := check("create", v1, live)
+
+	_, live, err = a.Apply(ctx, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := check("unchanged", v1, live); again[0] != created[0] || again[1] != created[1] {
+		t.Errorf("an unchanged apply changed the objects: %v, then %v", created, again)
+	}
+
+	v2 := objects(t, "ghcr.io/acme/web@sha256:2222222222222222222222222222222222222222222222222222222222222222")
+	if err := a.Prepare(v2, "", "default"); err != nil {
+		t.Fatal(err)
+	}
+	_, live, err = a.Apply(ctx, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := check("change", v2, live)
+	if changed[0] != created[0] || changed[1] == created[1] {
+		t.Errorf("only the Deployment should have changed: %v, then %v", created, changed)
+	}
+	if live[1].GetGeneration() != 2 {
+		t.Errorf("the answer for the changed Deployment has generation %d, want 2", live[1].GetGeneration())
+	}
+
+	fixed, err := a.Put(ctx, v1[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("put", v1[1:], fixed)
+}
