@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,7 +20,6 @@ import (
 	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"golang.org/x/sync/singleflight"
@@ -348,7 +346,7 @@ func (c *Cache) Checkout(ctx context.Context, repoURL string, ref Reference, has
 	co, ok := r.checkouts[hash]
 	if !ok {
 		dir := filepath.Join(r.dir, "trees", hash)
-		if err := writeTree(obj, dir); err != nil {
+		if err := r.checkoutTree(obj, dir); err != nil {
 			return "", Commit{}, nil, fmt.Errorf("checking out %s: %w", hash, err)
 		}
 		co = &checkout{dir: dir}
@@ -423,55 +421,4 @@ func describe(c *object.Commit) Commit {
 		Author:  fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
 		Time:    c.Author.When,
 	}
-}
-
-// writeTree writes the commit's tree into dir, through a temporary folder renamed at the end
-// so that a crash never leaves a half-written tree under the final name.
-func writeTree(c *object.Commit, dir string) error {
-	tree, err := c.Tree()
-	if err != nil {
-		return err
-	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	err = tree.Files().ForEach(func(f *object.File) error {
-		p := filepath.Join(tmp, filepath.FromSlash(f.Name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return err
-		}
-		defer rd.Close()
-		if f.Mode == filemode.Symlink {
-			target, err := io.ReadAll(rd)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(string(target), p)
-		}
-		w, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(w, rd); err != nil {
-			w.Close()
-			return err
-		}
-		return w.Close()
-	})
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dir)
 }
