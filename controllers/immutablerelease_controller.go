@@ -153,10 +153,12 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}
 
 	if obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer) {
+		// The answer to the patch is the release as the API server has it: go on with it.
 		base := obj.DeepCopy()
 		controllerutil.AddFinalizer(obj, v1alpha1.Finalizer)
-		// A finalizer does not change the generation: ask for the next reconcile explicitly.
-		return ctrl.Result{RequeueAfter: time.Millisecond}, r.Patch(ctx, obj, client.MergeFrom(base))
+		if err := r.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	before := obj.DeepCopy()

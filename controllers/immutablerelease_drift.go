@@ -118,6 +118,7 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	for i, d := range drifts {
 		cmp.lives[d.index] = put[i]
 	}
+	s.remember(fix, put)
 	r.recordSnapshot(s, cmp.lives, cmp.snap)
 	r.startRolloutIfChanged(s, cs)
 	// Counted through pendingCorrections: if this reconcile's status write is dropped (a

@@ -42,6 +42,42 @@ type scope struct {
 	desired string
 	client  client.Client
 	applier *apply.Applier
+	// answers are the objects as the API server answered this reconcile's apply or
+	// corrections, by object ID: as fresh as a read, so the health check does not read them.
+	answers map[string]*unstructured.Unstructured
+}
+
+// answered reads the objects this reconcile applied from the API server's answers, and
+// anything else from the API server.
+type answered struct {
+	client.Reader
+	answers map[string]*unstructured.Unstructured
+}
+
+func (a answered) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		probe := &unstructured.Unstructured{}
+		probe.SetGroupVersionKind(u.GroupVersionKind())
+		probe.SetNamespace(key.Namespace)
+		probe.SetName(key.Name)
+		if live, ok := a.answers[objectID(probe)]; ok {
+			live.DeepCopyInto(u)
+			return nil
+		}
+	}
+	return a.Reader.Get(ctx, key, obj, opts...)
+}
+
+// remember keeps the API server's answers for the objects at the same index in objects.
+func (s *scope) remember(objects, live []*unstructured.Unstructured) {
+	if s.answers == nil {
+		s.answers = map[string]*unstructured.Unstructured{}
+	}
+	for i, o := range objects {
+		if live[i] != nil {
+			s.answers[objectID(o)] = live[i]
+		}
+	}
 }
 
 // reconcile runs the steps in order. Git is listed and the manifests built once per
@@ -260,6 +296,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	} else {
 		conditions.Delete(obj, v1alpha1.DriftedCondition)
 	}
+	s.remember(s.objects, live)
 	r.recordApplied(s, live)
 	r.appliedGenerations.Store(client.ObjectKeyFromObject(obj), obj.Generation)
 	return nil
@@ -291,7 +328,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
-	res, err := health.Check(ctx, s.client, r.withStatus(ctx, s, objects))
+	res, err := health.Check(ctx, answered{Reader: s.client, answers: s.answers}, r.withStatus(ctx, s, objects))
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
