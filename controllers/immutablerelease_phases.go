@@ -380,10 +380,13 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 
 	default:
 		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rolling out %s: %s", revision, res.Message())
-		// Status updates of the objects reconcile the release at once; the poll is a
-		// fallback, and the timeout's verdict is due on time.
+		// Status updates of the objects reconcile the release at once (kstatus reads
+		// nothing else); the poll is only a fallback, and backs off as the rollout ages so
+		// that a thousand stuck rollouts do not poll the API server. The timeout's verdict
+		// is due on time.
 		poll := r.Options.HealthPollInterval
 		if c := conditions.Get(obj, v1alpha1.HealthyCondition); c != nil {
+			poll = min(max(poll, time.Since(c.LastTransitionTime.Time)), obj.GetRequeueAfter())
 			poll = min(poll, max(time.Until(c.LastTransitionTime.Add(obj.GetTimeout()))+100*time.Millisecond, 100*time.Millisecond))
 		}
 		return requeue(obj, poll), nil

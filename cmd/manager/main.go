@@ -52,7 +52,7 @@ func main() {
 	flag.StringVar(&leaderNS, "leader-election-namespace", "", "The namespace of the leader election lease; defaults to the pod's own namespace in a cluster.")
 	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
 	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
-	flag.DurationVar(&healthPolling, "health-poll-interval", 10*time.Second, "How often a rollout in progress is looked at besides the status updates of its objects, which trigger a look at once.")
+	flag.DurationVar(&healthPolling, "health-poll-interval", 10*time.Second, "How often a rollout in progress is looked at, at least, besides the status updates of its objects, which trigger a look at once; a rollout older than this is looked at as often as its age, at most once an interval.")
 	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9292", "The address the Git webhook receiver (POST /hook) binds to; 0 disables it.")
 	flag.StringVar(&webhookSecret, "webhook-secret", "", "namespace/name of the Secret whose key token is the webhooks' shared secret. Required for the receiver.")
 	flag.StringVar(&watchSelector, "watch-label-selector", "", "Reconcile only the releases matching this label selector (sharding across managers).")

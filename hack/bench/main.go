@@ -30,6 +30,7 @@ type config struct {
 	qps        int
 	interval   time.Duration
 	samples    int
+	drifts     int
 	skipFloor  bool
 	root       string
 }
@@ -37,10 +38,11 @@ type config struct {
 func main() {
 	var c config
 	sizes := flag.String("n", "100,500,1000", "Comma-separated numbers of releases; the latency figures use the largest.")
-	flag.IntVar(&c.concurrent, "concurrent", 10, "The manager's --concurrent.")
-	flag.IntVar(&c.qps, "kube-api-qps", 0, "The manager's --kube-api-qps (0: its default).")
+	flag.IntVar(&c.concurrent, "concurrent", 20, "The manager's --concurrent (Flux's benchmark runs kustomize-controller with 20).")
+	flag.IntVar(&c.qps, "kube-api-qps", 300, "The manager's --kube-api-qps, with a burst of three times as many (0: the manager's defaults).")
 	flag.DurationVar(&c.interval, "interval", time.Minute, "spec.interval of every release; the steady state is measured over one.")
-	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook and drift latencies.")
+	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook latency (each waits for the whole fleet to record the commit).")
+	flag.IntVar(&c.drifts, "drift-samples", 100, "Samples for the drift latency.")
 	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -83,6 +85,10 @@ func run(ctx context.Context, c config) error {
 			}
 			row.floor = floor
 			progress("N=%d: floor %s", n, floor.Round(100*time.Millisecond))
+		}
+		progress("N=%d: the operator without rollouts (etcd and kube-apiserver only): %d releases created, until all are applied", n, n)
+		if err := measureApplyOnly(ctx, c, n, &row); err != nil {
+			return fmt.Errorf("apply only at N=%d: %w", n, err)
 		}
 		progress("N=%d: the operator: %d releases created, until all are Ready", n, n)
 		lat, err := measureOperator(ctx, c, n, &row, n == largest && live == nil)

@@ -41,6 +41,10 @@ type coldStart struct {
 	gitFetches   float64
 	reconciles   float64
 	createdAfter time.Duration // creating the N objects took this long
+	// applyOnly is all releases applied on etcd and kube-apiserver alone (no rollouts),
+	// with the API requests the manager made.
+	applyOnly         time.Duration
+	applyOnlyRequests float64
 }
 
 // latencies are measured with the largest fleet live.
@@ -60,9 +64,9 @@ type latencies struct {
 	rollbackRecovered     time.Duration
 }
 
-func startControlPlane(ctx context.Context, c config) (*controlplane.ControlPlane, error) {
+func startControlPlane(ctx context.Context, c config, workloads bool) (*controlplane.ControlPlane, error) {
 	return controlplane.Start(ctx, controlplane.Options{
-		Workloads:         true,
+		Workloads:         workloads,
 		BinDir:            filepath.Join(c.root, "bin"),
 		CRDDirectoryPaths: []string{filepath.Join(c.root, "config", "crd", "bases")},
 	})
@@ -71,7 +75,7 @@ func startControlPlane(ctx context.Context, c config) (*controlplane.ControlPlan
 // measureFloor applies the same Deployments and Services with kubectl, no operator, on a
 // fresh control plane, and times until every Deployment is Available.
 func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
-	cp, err := startControlPlane(ctx, c)
+	cp, err := startControlPlane(ctx, c, true)
 	if err != nil {
 		return 0, err
 	}
@@ -108,51 +112,109 @@ func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
 	return end.Sub(start), nil
 }
 
-// measureOperator creates n releases on a fresh control plane with the operator running,
-// times until all are applied and Ready, and, when asked, measures the latencies.
-func measureOperator(ctx context.Context, c config, n int, row *coldStart, measureLatencies bool) (*latencies, error) {
-	cp, err := startControlPlane(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	defer cp.Stop()
-	cl, err := newClient(cp.Config)
-	if err != nil {
-		return nil, err
-	}
-	if err := createNamespace(ctx, cl); err != nil {
-		return nil, err
-	}
+// fleet is a fresh control plane, the Git server with one repository of n applications,
+// their Secrets and the manager: everything but the releases.
+type fleet struct {
+	cp   *controlplane.ControlPlane
+	cl   client.WithWatch
+	srv  *testgit.Server
+	repo *testgit.Repo
+	op   *manager
+}
 
-	srv, err := testgit.NewServer()
-	if err != nil {
+func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet, err error) {
+	f := &fleet{}
+	defer func() {
+		if err != nil {
+			f.stop()
+		}
+	}()
+	if f.cp, err = startControlPlane(ctx, c, workloads); err != nil {
 		return nil, err
 	}
-	defer srv.Stop()
-	repo, err := srv.CreateRepo("fleet.git", "main")
-	if err != nil {
+	if f.cl, err = newClient(f.cp.Config); err != nil {
 		return nil, err
 	}
-	if err := repo.Write(appFiles(n)); err != nil {
+	if err := createNamespace(ctx, f.cl); err != nil {
 		return nil, err
 	}
-	if _, err := repo.CommitAndPush(fmt.Sprintf("%d apps", n)); err != nil {
+	if f.srv, err = testgit.NewServer(); err != nil {
+		return nil, err
+	}
+	if f.repo, err = f.srv.CreateRepo("fleet.git", "main"); err != nil {
+		return nil, err
+	}
+	if err := f.repo.Write(appFiles(n)); err != nil {
+		return nil, err
+	}
+	if _, err := f.repo.CommitAndPush(fmt.Sprintf("%d apps", n)); err != nil {
 		return nil, err
 	}
 	for _, s := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: namespace}, StringData: map[string]string{"username": srv.Username, "password": srv.Password}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: namespace}, StringData: map[string]string{"username": f.srv.Username, "password": f.srv.Password}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "webhook", Namespace: namespace}, StringData: map[string]string{"token": webhookSecret}},
 	} {
-		if err := cl.Create(ctx, s); err != nil {
+		if err := f.cl.Create(ctx, s); err != nil {
 			return nil, err
 		}
 	}
+	if f.op, err = startManager(c, f.cp.KubeconfigPath); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
 
-	op, err := startManager(c, cp.KubeconfigPath)
+func (f *fleet) stop() {
+	if f.op != nil {
+		f.op.stop()
+	}
+	if f.srv != nil {
+		f.srv.Stop()
+	}
+	if f.cp != nil {
+		_ = f.cp.Stop()
+	}
+}
+
+// measureApplyOnly creates n releases on etcd and kube-apiserver alone, no rollouts, and
+// times until all have applied their revision: the operator's own pace, without the
+// controllers that roll the Deployments out competing for the two cores.
+func measureApplyOnly(ctx context.Context, c config, n int, row *coldStart) error {
+	f, err := startFleet(ctx, c, n, false)
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	applied := track(tctx, f.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseApplied)
+	start := time.Now()
+	if err := createReleases(ctx, f.cl, f.repo.URL(), n, c.interval); err != nil {
+		return err
+	}
+	appliedAt, err := applied.waitAll(ctx, "releases applied", n, 30*time.Minute)
+	if err != nil {
+		return f.op.explain(err)
+	}
+	row.applyOnly = appliedAt.Sub(start)
+	m, err := f.op.metrics()
+	if err != nil {
+		return err
+	}
+	row.applyOnlyRequests = m.api()
+	progress("N=%d: all applied after %s without rollouts", n, row.applyOnly.Round(100*time.Millisecond))
+	return nil
+}
+
+// measureOperator creates n releases on a fresh control plane with the operator running,
+// times until all are applied and Ready, and, when asked, measures the latencies.
+func measureOperator(ctx context.Context, c config, n int, row *coldStart, measureLatencies bool) (*latencies, error) {
+	f, err := startFleet(ctx, c, n, true)
 	if err != nil {
 		return nil, err
 	}
-	defer op.stop()
+	defer f.stop()
+	cl, repo, op := f.cl, f.repo, f.op
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -196,7 +258,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	if err := l.pollingChange(ctx, c.interval, lat); err != nil {
 		return nil, op.explain(err)
 	}
-	if err := l.driftCorrections(ctx, c.samples, lat); err != nil {
+	if err := l.driftCorrections(ctx, c.drifts, lat); err != nil {
 		return nil, op.explain(err)
 	}
 	if err := l.rollback(ctx, lat); err != nil {

@@ -27,6 +27,13 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 			ms(r.ready/time.Duration(r.n)), r.peakRSS>>20, r.apiRequests, r.apiRequests/float64(r.n), r.gitLists, r.gitFetches, r.reconciles)
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "\n   Without rollouts (etcd and kube-apiserver only, health not awaited): N releases created at once, until all are applied")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "N\tall applied\tper release\tAPI requests\tper release\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f\t%.1f\t\n", r.n, secs(r.applyOnly), ms(r.applyOnly/time.Duration(r.n)), r.applyOnlyRequests, r.applyOnlyRequests/float64(r.n))
+	}
+	tw.Flush()
 	if l == nil {
 		return
 	}
