@@ -122,6 +122,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		// Nobody changed the live objects and Git asks for the same ones (a commit that
 		// did not touch this release's path): nothing to apply or compare.
 		obj.Status.LastAppliedRevision = s.revision
+		r.advanceSnapshot(s)
 	case !settled || obj.Status.LastAppliedRevision != s.revision:
 		err = r.apply(ctx, s)
 	default:

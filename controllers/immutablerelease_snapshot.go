@@ -112,6 +112,17 @@ func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructur
 	r.snapshots.Store(client.ObjectKeyFromObject(s.obj), snap)
 }
 
+// advanceSnapshot moves the snapshot to the revision just recorded as applied, whose objects
+// are the snapshot's.
+func (r *ImmutableReleaseReconciler) advanceSnapshot(s *scope) {
+	key := client.ObjectKeyFromObject(s.obj)
+	if v, ok := r.snapshots.Load(key); ok {
+		snap := v.(snapshot)
+		snap.revision = s.revision
+		r.snapshots.Store(key, snap)
+	}
+}
+
 func (r *ImmutableReleaseReconciler) forgetSnapshot(obj client.Object) {
 	r.snapshots.Delete(client.ObjectKeyFromObject(obj))
 }
@@ -146,11 +157,13 @@ func (r *ImmutableReleaseReconciler) objectUnchanged(ctx context.Context, snap *
 		(specGenerationKinds[gvk.Group+"/"+gvk.Kind] && now.generation == was.generation)
 }
 
-// unchangedSinceSnapshot says whether the objects Git asks for are those of the snapshot and
-// the metadata cache shows every live object as it was then.
+// unchangedSinceSnapshot says whether the objects Git asks for are those of the snapshot,
+// the status records the snapshot's revision as applied (a status write that was lost,
+// say to a conflict, must not let a new revision pass unrecorded), and the metadata cache
+// shows every live object as it was then.
 func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context, s *scope) bool {
 	snap := r.comparableSnapshot(s)
-	if snap == nil {
+	if snap == nil || snap.revision != s.obj.Status.LastAppliedRevision {
 		return false
 	}
 	for _, o := range s.objects {

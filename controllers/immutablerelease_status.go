@@ -103,6 +103,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	if perr != nil {
 		// What was applied is not recorded in status: the next reconcile applies again.
 		r.appliedGenerations.Delete(key)
+		r.snapshots.Delete(key)
 		if apierrors.IsConflict(perr) {
 			// The object changed since it was read (the cache can lag behind our own last
 			// write): this reconcile's view was stale, so its status is dropped and the

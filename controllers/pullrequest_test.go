@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,34 +25,18 @@ import (
 
 // A real Gitea is both the Git server and the pull-request API of these tests. It starts
 // with the first test that needs it and stops with the suite.
-var (
-	giteaOnce   sync.Once
-	giteaServer *testgitea.Server
-	giteaErr    error
-)
+var gitea testgitea.Shared
 
 func startGitea(t *testing.T) *testgitea.Server {
 	t.Helper()
-	giteaOnce.Do(func() {
-		began := time.Now()
-		giteaServer, giteaErr = testgitea.Start(ctx, testgitea.Options{})
-		if giteaErr == nil {
-			t.Logf("Started Gitea at %s in %s", giteaServer.URL, time.Since(began).Round(time.Millisecond))
-		}
-	})
-	if errors.Is(giteaErr, testgitea.ErrMissingBinary) && testing.Short() {
-		t.Skip(giteaErr)
+	gt, err := gitea.Get(ctx)
+	if errors.Is(err, testgitea.ErrMissingBinary) && testing.Short() {
+		t.Skip(err)
 	}
-	if giteaErr != nil {
-		t.Fatalf("starting Gitea: %v", giteaErr)
+	if err != nil {
+		t.Fatalf("starting Gitea: %v", err)
 	}
-	return giteaServer
-}
-
-func stopGitea() {
-	if giteaServer != nil {
-		giteaServer.Stop()
-	}
+	return gt
 }
 
 // giteaRepo creates a repository on Gitea holding files, a working clone of it, and in

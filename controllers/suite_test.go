@@ -78,7 +78,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer gitServer.Stop()
-	defer stopGitea()
+	defer gitea.Stop()
 
 	cacheOpts, err := CacheOptions("")
 	if err != nil {

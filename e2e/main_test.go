@@ -34,6 +34,9 @@ var env struct {
 	cp         *controlplane.ControlPlane
 	operator   *operator // the replica the stories talk to; faults may replace it
 	webhookURL string    // the webhook receiver of env.operator
+	// operatorDirs hold the operators' logs and storage: removed when every story passed,
+	// kept for reading when one failed.
+	operatorDirs []string
 }
 
 const webhookSecret = "e2e-webhook-secret"
@@ -67,7 +70,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer env.git.Stop()
-	defer stopGitea()
+	defer giteaServer.Stop()
 	if env.gitProxy, err = newProxy(strings.TrimPrefix(env.git.HTTPAddress(), "http://")); err != nil {
 		return fail(err)
 	}
@@ -83,12 +86,22 @@ func run(m *testing.M) int {
 	if _, err := kubectl("-n", "immutable-release-system", "create", "secret", "generic", "webhook", "--from-literal=token="+webhookSecret); err != nil {
 		return fail(err)
 	}
+	passed := false
+	defer func() { // after the operator has stopped
+		if passed {
+			for _, dir := range env.operatorDirs {
+				_ = os.RemoveAll(dir)
+			}
+		}
+	}()
 	if env.operator, err = startOperator(); err != nil {
 		return fail(err)
 	}
 	env.webhookURL = env.operator.webhookURL
 	defer func() { env.operator.stop() }()
-	return m.Run()
+	code := m.Run()
+	passed = code == 0
+	return code
 }
 
 // kubectl runs the built kubectl as the administrator.
@@ -134,6 +147,7 @@ func startOperator(extra ...string) (*operator, error) {
 	if err != nil {
 		return nil, err
 	}
+	env.operatorDirs = append(env.operatorDirs, dir)
 	o := &operator{log: filepath.Join(dir, "operator.log"), storage: filepath.Join(dir, "storage"), config: filepath.Join(dir, "kubeconfig")}
 	kc, err := os.ReadFile(env.kubeconfig)
 	if err != nil {

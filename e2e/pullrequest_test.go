@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,31 +16,15 @@ import (
 )
 
 // A real Gitea, started by the first story that needs it and stopped after the last one.
-var (
-	giteaOnce   sync.Once
-	giteaServer *testgitea.Server
-	giteaErr    error
-)
+var giteaServer testgitea.Shared
 
 func gitea(t *testing.T) *testgitea.Server {
 	t.Helper()
-	giteaOnce.Do(func() {
-		began := time.Now()
-		giteaServer, giteaErr = testgitea.Start(context.Background(), testgitea.Options{BinDir: env.bin})
-		if giteaErr == nil {
-			t.Logf("Gitea started at %s in %s", giteaServer.URL, time.Since(began).Round(time.Millisecond))
-		}
-	})
-	if giteaErr != nil {
-		t.Fatalf("starting Gitea: %v", giteaErr)
+	gt, err := giteaServer.Get(context.Background())
+	if err != nil {
+		t.Fatalf("starting Gitea: %v", err)
 	}
-	return giteaServer
-}
-
-func stopGitea() {
-	if giteaServer != nil {
-		giteaServer.Stop()
-	}
+	return gt
 }
 
 // specRollbackPullRequestOnGitea: a team that reviews every change to production. The

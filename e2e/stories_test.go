@@ -138,10 +138,19 @@ func (s *story) eventually(timeout time.Duration, f func() string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("after %s: %s", timeout, msg)
+			s.t.Fatalf("after %s: %s\n%s", timeout, msg, s.explain())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// explain describes the branch and the release, for a failure's message.
+func (s *story) explain() string {
+	_ = s.repo.Git("fetch", "-q", "origin")
+	branch, _ := s.repo.Output("log", "--format=%h %s", "origin/main")
+	release, _ := kubectl("-n", s.ns, "get", "immutablerelease", "shop", "-o",
+		`jsonpath={range .status.history[*]}{.revision} {.result} {.images}{"\n"}{end}{.status.lastRollback}{"\n"}{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}`)
+	return "branch:\n" + branch + "\nrelease history, last rollback, conditions:\n" + release + "operator log: " + env.operator.log
 }
 
 func (s *story) push(message string, files map[string]string) string {

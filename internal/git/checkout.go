@@ -39,8 +39,7 @@ func (r *repository) checkoutTree(c *object.Commit, dir string) error {
 }
 
 // updateTree moves the checkout of commit from, in fromDir, to dir and brings it to the tree
-// of commit to, through a temporary name so that a crash never leaves a half-updated tree
-// under the final one. On failure fromDir is gone and dir is not written.
+// of commit to. On failure fromDir is gone and dir is not written.
 func updateTree(repo *gogit.Repository, from, to *object.Commit, fromDir, dir string) error {
 	fromTree, err := from.Tree()
 	if err != nil {
@@ -50,21 +49,12 @@ func updateTree(repo *gogit.Repository, from, to *object.Commit, fromDir, dir st
 	if err != nil {
 		return err
 	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(fromDir, tmp); err != nil {
-		return err
-	}
-	if err := syncTree(repo, tmp, fromTree, toTree); err != nil {
-		_ = os.RemoveAll(tmp)
-		return err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dir)
+	return intoPlace(dir, func(tmp string) error {
+		if err := os.Rename(fromDir, tmp); err != nil {
+			return err
+		}
+		return syncTree(repo, tmp, fromTree, toTree)
+	})
 }
 
 // syncTree brings dir, a checkout of tree from, to tree to. Only the trees whose hashes
@@ -129,21 +119,28 @@ func syncTree(repo *gogit.Repository, dir string, from, to *object.Tree) error {
 	return nil
 }
 
-// writeTree writes the commit's tree into dir, through a temporary folder renamed at the end
-// so that a crash never leaves a half-written tree under the final name.
+// writeTree writes the commit's tree into dir.
 func writeTree(c *object.Commit, dir string) error {
 	tree, err := c.Tree()
 	if err != nil {
 		return err
 	}
+	return intoPlace(dir, func(tmp string) error {
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return err
+		}
+		return tree.Files().ForEach(func(f *object.File) error { return writeFile(tmp, f.Name, f) })
+	})
+}
+
+// intoPlace has fill make a tree in a temporary folder and renames it to dir at the end, so
+// that a crash never leaves a half-written tree under the final name.
+func intoPlace(dir string, fill func(tmp string) error) error {
 	tmp := dir + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := tree.Files().ForEach(func(f *object.File) error { return writeFile(tmp, f.Name, f) }); err != nil {
+	if err := fill(tmp); err != nil {
 		_ = os.RemoveAll(tmp)
 		return err
 	}

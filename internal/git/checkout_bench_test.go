@@ -14,15 +14,7 @@ import (
 // build its manifests: list the remote, fetch the new commit and check it out, on a
 // repository of 1000 releases (a Deployment and a Service each) where the commit changes one.
 func BenchmarkNewCommit(b *testing.B) {
-	srv, err := testgit.NewServer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Stop()
-	repo, err := srv.CreateRepo("acme/fleet.git", "main")
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, repo := benchRepo(b)
 	files := map[string]string{}
 	for i := 0; i < 1000; i++ {
 		files[fmt.Sprintf("apps/app-%04d/deployment.yaml", i)] = manifest(i, "v0")
@@ -85,3 +77,17 @@ func p50(d []time.Duration) time.Duration {
 }
 
 func maxOf(d []time.Duration) time.Duration { return slices.Max(d).Round(time.Millisecond) }
+
+// benchRepo starts a Git server, stopped with the benchmark, with an empty repository.
+func benchRepo(b *testing.B) (*testgit.Server, *testgit.Repo) {
+	srv, err := testgit.NewServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Stop)
+	repo, err := srv.CreateRepo("acme/fleet.git", "main")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, repo
+}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/immutable-release/operator/internal/testgit"
 )
 
 // BenchmarkRevert times what runs between the health verdict and the revert being on the
@@ -28,15 +26,7 @@ func BenchmarkRevert(b *testing.B) {
 
 func benchmarkRevert(b *testing.B, signed bool) {
 	t := &testing.T{}
-	srv, err := testgit.NewServer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Stop()
-	repo, err := srv.CreateRepo("acme/fleet.git", "main")
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, repo := benchRepo(b)
 	files := map[string]string{}
 	for env := 0; env < 30; env++ {
 		for f := 0; f < 20; f++ {
@@ -63,6 +53,7 @@ func benchmarkRevert(b *testing.B, signed bool) {
 	}
 	req := RevertRequest{URL: repo.URL(), Branch: "main", Path: "deploy/env-07", Release: "shop/web",
 		Reason: "Deployment/shop/web did not become healthy", AuthorName: "ImmutableRelease", AuthorEmail: "bot@example.com"}
+	var err error
 	if req.Auth, err = AuthFromSecret(repo.URL(), map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)}); err != nil {
 		b.Fatal(err)
 	}

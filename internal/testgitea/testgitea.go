@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -235,6 +236,28 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gitea did not answer on %s within %s: %w (log: %s)", s.URL, timeout, err, s.LogPath)
 		}
+	}
+}
+
+// Shared is one Gitea for a whole test binary: the first Get starts it, later ones return
+// it (or the same error), and Stop stops it if it was started.
+type Shared struct {
+	Options Options
+	once    sync.Once
+	server  *Server
+	err     error
+}
+
+// Get returns the shared Gitea, starting it the first time.
+func (s *Shared) Get(ctx context.Context) (*Server, error) {
+	s.once.Do(func() { s.server, s.err = Start(ctx, s.Options) })
+	return s.server, s.err
+}
+
+// Stop stops the shared Gitea, if it was started.
+func (s *Shared) Stop() {
+	if s.server != nil {
+		s.server.Stop()
 	}
 }
 
