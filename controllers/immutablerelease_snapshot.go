@@ -11,6 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -89,7 +90,12 @@ func (s *scope) desiredChecksum() string {
 }
 
 func objectID(o *unstructured.Unstructured) string {
-	return object.UnstructuredToObjMetadata(o).String()
+	return idOf(o.GroupVersionKind().GroupKind(), o.GetNamespace(), o.GetName())
+}
+
+// idOf is the inventory ID of the object of kind gk named namespace/name.
+func idOf(gk schema.GroupKind, namespace, name string) string {
+	return object.ObjMetadata{Namespace: namespace, Name: name, GroupKind: gk}.String()
 }
 
 // recordSnapshot remembers the live objects a comparison found equal to Git; live[i] is the

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -104,9 +103,9 @@ const statusSettle = 500 * time.Millisecond
 // bursts of status updates cost one look. The echo of the release's own apply is dropped:
 // the reconcile that applied has the answer already, and looks at the rollout itself.
 func (r *ImmutableReleaseReconciler) appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request] {
-	enqueue := func(ctx context.Context, o *metav1.PartialObjectMetadata, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly bool) {
+	enqueue := func(ctx context.Context, o *metav1.PartialObjectMetadata, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly, deleted bool) {
 		for _, req := range ownerRelease(ctx, o) {
-			if !statusOnly && o.DeletionTimestamp == nil && r.ownWrite(req.NamespacedName, o) {
+			if !statusOnly && !deleted && r.ownWrite(req.NamespacedName, o) {
 				continue
 			}
 			pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
@@ -124,21 +123,17 @@ func (r *ImmutableReleaseReconciler) appliedObjectHandler() handler.TypedEventHa
 	}
 	return handler.TypedFuncs[*metav1.PartialObjectMetadata, reconcile.Request]{
 		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q, false)
+			enqueue(ctx, e.Object, q, false, false)
 		},
 		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.ObjectNew, q, statusOnly(e.ObjectOld, e.ObjectNew))
+			enqueue(ctx, e.ObjectNew, q, statusOnly(e.ObjectOld, e.ObjectNew), false)
 		},
 		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			deleted := e.Object.DeepCopy()
-			if deleted.DeletionTimestamp == nil {
-				// Never taken for an echo: a deleted object is always looked at.
-				deleted.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-			}
-			enqueue(ctx, deleted, q, false)
+			// Never taken for an echo: a deleted object is always looked at.
+			enqueue(ctx, e.Object, q, false, true)
 		},
 		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q, false)
+			enqueue(ctx, e.Object, q, false, false)
 		},
 	}
 }
@@ -160,8 +155,7 @@ func (r *ImmutableReleaseReconciler) ownWrite(release types.NamespacedName, o *m
 	if !ok {
 		return false
 	}
-	id := object.ObjMetadata{Namespace: o.Namespace, Name: o.Name, GroupKind: o.GroupVersionKind().GroupKind()}.String()
-	was, ok := v.(snapshot).objects[id]
+	was, ok := v.(snapshot).objects[idOf(o.GroupVersionKind().GroupKind(), o.Namespace, o.Name)]
 	return ok && was.uid == o.UID && was.resourceVersion == o.ResourceVersion
 }
 
