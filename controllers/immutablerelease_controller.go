@@ -134,7 +134,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
-	r.watches = watcher{controller: c, cache: mgr.GetCache(), handler: r.appliedObjectHandler(), watched: map[schema.GroupVersionKind]bool{}}
+	r.watches = watcher{controller: c, cache: mgr.GetCache(), scheme: mgr.GetScheme(), handler: r.appliedObjectHandler, watched: map[schema.GroupVersionKind]bool{}}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,6 +63,32 @@ func (a answered) Get(ctx context.Context, key client.ObjectKey, obj client.Obje
 		}
 	}
 	return a.Reader.Get(ctx, key, obj, opts...)
+}
+
+// watched serves reads of fullObjectKinds from the watch cache when the cached copy is the
+// object the release applied (same uid) at least as new as that apply (its generation, from
+// the snapshot): an older copy would show the previous rollout as done. Anything else is
+// read from the API server.
+type watched struct {
+	client.Reader
+	watches *watcher
+	applied map[string]liveMeta
+}
+
+func (w watched) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if u, ok := obj.(*unstructured.Unstructured); ok && fullObjectKinds[u.GroupVersionKind()] {
+		gvk := u.GroupVersionKind()
+		if was, ok := w.applied[idOf(gvk.GroupKind(), key.Namespace, key.Name)]; ok {
+			if live, ok := w.watches.cached(ctx, gvk, key); ok && live.GetUID() == was.uid && live.GetGeneration() >= was.generation {
+				if content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live); err == nil {
+					u.SetUnstructuredContent(content)
+					u.SetGroupVersionKind(gvk)
+					return nil
+				}
+			}
+		}
+	}
+	return w.Reader.Get(ctx, key, obj, opts...)
 }
 
 // remember keeps the API server's answers for the objects at the same index in objects.
@@ -325,7 +352,12 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
-	res, err := health.Check(ctx, answered{Reader: s.client, answers: s.answers}, r.withStatus(ctx, s, objects))
+	var applied map[string]liveMeta
+	if v, ok := r.snapshots.Load(client.ObjectKeyFromObject(obj)); ok {
+		applied = v.(snapshot).objects
+	}
+	reader := answered{Reader: watched{Reader: s.client, watches: &r.watches, applied: applied}, answers: s.answers}
+	res, err := health.Check(ctx, reader, r.withStatus(ctx, s, objects))
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
@@ -410,10 +442,8 @@ func (r *ImmutableReleaseReconciler) withStatus(ctx context.Context, s *scope, o
 	out := objects[:0:0]
 	for _, o := range objects {
 		gvk := o.GroupVersionKind()
-		if withoutStatus[gvk.Group+"/"+gvk.Kind] && !loadBalancers[objectID(o)] && r.watches.watching(gvk) {
-			m := &metav1.PartialObjectMetadata{}
-			m.SetGroupVersionKind(gvk)
-			if err := r.Get(ctx, client.ObjectKeyFromObject(o), m); err == nil && m.DeletionTimestamp == nil {
+		if withoutStatus[gvk.Group+"/"+gvk.Kind] && !loadBalancers[objectID(o)] {
+			if m, ok := r.watches.cached(ctx, gvk, client.ObjectKeyFromObject(o)); ok && m.GetDeletionTimestamp() == nil {
 				continue
 			}
 		}

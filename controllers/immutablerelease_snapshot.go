@@ -219,13 +219,9 @@ func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope)
 // cachedMeta reads an applied object's metadata from the watch cache (the informers that
 // map its changes to the release); false when it is not there.
 func (r *ImmutableReleaseReconciler) cachedMeta(ctx context.Context, o *unstructured.Unstructured) (liveMeta, bool) {
-	if !r.watches.watching(o.GroupVersionKind()) {
+	live, ok := r.watches.cached(ctx, o.GroupVersionKind(), client.ObjectKeyFromObject(o))
+	if !ok {
 		return liveMeta{}, false
 	}
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(o.GroupVersionKind())
-	if err := r.Get(ctx, client.ObjectKeyFromObject(o), m); err != nil {
-		return liveMeta{}, false
-	}
-	return metaOf(m, o), true
+	return metaOf(live, o), true
 }

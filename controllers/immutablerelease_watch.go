@@ -6,10 +6,12 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
@@ -28,8 +30,9 @@ import (
 )
 
 // CacheOptions scopes the manager's cache to what releases applied: informers on applied
-// kinds hold only the metadata of objects that carry a release's labels, so a change to one
-// reaches its release at once without the operator caching the cluster. watchSelector, when
+// kinds hold only objects that carry a release's labels (only their metadata, but for the
+// workloads of fullObjectKinds), so a change to one reaches its release at once without the
+// operator caching the cluster. watchSelector, when
 // set, limits the releases this manager reconciles (Flux's --watch-label-selector), so that
 // several managers can share a large fleet.
 func CacheOptions(watchSelector string) (cache.Options, error) {
@@ -45,22 +48,52 @@ func CacheOptions(watchSelector string) (cache.Options, error) {
 	}
 	return cache.Options{
 		DefaultLabelSelector: labels.NewSelector().Add(*owned),
+		// Nothing reads who manages which field from the cache (drift reads the live
+		// object): managedFields are dropped before objects are stored.
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&v1alpha1.ImmutableRelease{}: {Label: releases},
 		},
 	}, nil
 }
 
-// watcher starts a metadata-only watch on each kind a release applied, once per kind, and
-// maps every event to the release named in the object's labels: one changed object
-// reconciles its own release and no other.
+// watcher starts a watch on each kind a release applied, once per kind, and maps every
+// event to the release named in the object's labels: one changed object reconciles its own
+// release and no other. Most kinds are watched by their metadata only; the workloads whose
+// status decides a rollout (fullObjectKinds) are watched whole.
 type watcher struct {
 	controller controller.Controller
 	cache      cache.Cache
-	handler    handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request]
+	scheme     *runtime.Scheme
+	handler    func(gvk schema.GroupVersionKind) handler.TypedEventHandler[client.Object, reconcile.Request]
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
+}
+
+// fullObjectKinds are kept whole in the watch cache, status included, so that the health of
+// their rollouts is judged from the watch rather than from a read per status update. They
+// are built-in kinds, watched in protobuf as kube-controller-manager watches them, so the
+// API server encodes each event once for both.
+var fullObjectKinds = map[schema.GroupVersionKind]bool{
+	appsv1.SchemeGroupVersion.WithKind("Deployment"):  true,
+	appsv1.SchemeGroupVersion.WithKind("StatefulSet"): true,
+	appsv1.SchemeGroupVersion.WithKind("DaemonSet"):   true,
+}
+
+// newObject returns an empty object of the type the cache keeps for gvk: the typed object
+// for fullObjectKinds, else its metadata.
+func (w *watcher) newObject(gvk schema.GroupVersionKind) client.Object {
+	if fullObjectKinds[gvk] && w.scheme != nil {
+		if o, err := w.scheme.New(gvk); err == nil {
+			if co, ok := o.(client.Object); ok {
+				return co
+			}
+		}
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	return m
 }
 
 func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
@@ -74,9 +107,7 @@ func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
 		if w.watched[gvk] {
 			continue
 		}
-		meta := &metav1.PartialObjectMetadata{}
-		meta.SetGroupVersionKind(gvk)
-		src := source.Kind(w.cache, meta, w.handler)
+		src := source.Kind(w.cache, w.newObject(gvk), w.handler(gvk))
 		if err := w.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}
@@ -92,6 +123,34 @@ func (w *watcher) watching(gvk schema.GroupVersionKind) bool {
 	return w.watched[gvk]
 }
 
+// cached reads the object of kind gvk named key from the watch cache, as the cache keeps it
+// (see newObject); false when the kind is not watched or the object is not there.
+func (w *watcher) cached(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, bool) {
+	if !w.watching(gvk) {
+		return nil, false
+	}
+	o := w.newObject(gvk)
+	if err := w.cache.Get(ctx, key, o); err != nil {
+		return nil, false
+	}
+	return o, true
+}
+
+// metadataOf is the metadata of an object from the watch cache, of kind gvk.
+func metadataOf(o client.Object, gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+	if m, ok := o.(*metav1.PartialObjectMetadata); ok {
+		return m
+	}
+	m := &metav1.PartialObjectMetadata{}
+	if a, ok := o.(metav1.ObjectMetaAccessor); ok {
+		if om, ok := a.GetObjectMeta().(*metav1.ObjectMeta); ok {
+			m.ObjectMeta = *om
+		}
+	}
+	m.SetGroupVersionKind(gvk)
+	return m
+}
+
 // statusSettle is how long status updates of an applied object are gathered before its
 // release looks at them: a rollout updates a Deployment's status several times a second.
 const statusSettle = 500 * time.Millisecond
@@ -102,8 +161,9 @@ const statusSettle = 500 * time.Millisecond
 // yields to other work, so that a thousand rollouts do not starve drift corrections and
 // bursts of status updates cost one look. The echo of the release's own apply is dropped:
 // the reconcile that applied has the answer already, and looks at the rollout itself.
-func (r *ImmutableReleaseReconciler) appliedObjectHandler() handler.TypedEventHandler[*metav1.PartialObjectMetadata, reconcile.Request] {
-	enqueue := func(ctx context.Context, o *metav1.PartialObjectMetadata, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly, deleted bool) {
+func (r *ImmutableReleaseReconciler) appliedObjectHandler(gvk schema.GroupVersionKind) handler.TypedEventHandler[client.Object, reconcile.Request] {
+	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly, deleted bool) {
+		o := metadataOf(obj, gvk)
 		for _, req := range ownerRelease(ctx, o) {
 			if !statusOnly && !deleted && r.ownWrite(req.NamespacedName, o) {
 				continue
@@ -121,18 +181,18 @@ func (r *ImmutableReleaseReconciler) appliedObjectHandler() handler.TypedEventHa
 			}
 		}
 	}
-	return handler.TypedFuncs[*metav1.PartialObjectMetadata, reconcile.Request]{
-		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueue(ctx, e.Object, q, false, false)
 		},
-		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.ObjectNew, q, statusOnly(e.ObjectOld, e.ObjectNew), false)
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.ObjectNew, q, statusOnly(metadataOf(e.ObjectOld, gvk), metadataOf(e.ObjectNew, gvk)), false)
 		},
-		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			// Never taken for an echo: a deleted object is always looked at.
 			enqueue(ctx, e.Object, q, false, true)
 		},
-		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[*metav1.PartialObjectMetadata], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueue(ctx, e.Object, q, false, false)
 		},
 	}

@@ -45,6 +45,7 @@ func main() {
 		leaderNS      string
 		apiQPS        float64
 		apiBurst      int
+		pprofAddr     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
@@ -58,6 +59,7 @@ func main() {
 	flag.StringVar(&watchSelector, "watch-label-selector", "", "Reconcile only the releases matching this label selector (sharding across managers).")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second the manager may make to the API server, sustained.")
 	flag.IntVar(&apiBurst, "kube-api-burst", 300, "Requests the manager may make to the API server in a burst above --kube-api-qps.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address Go's pprof profiles (/debug/pprof/) are served on, for diagnosing the manager; 0 disables it.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -82,6 +84,7 @@ func main() {
 		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "immutable-release.release.immutable.dev",
 		LeaderElectionNamespace: leaderNS,

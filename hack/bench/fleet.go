@@ -100,16 +100,17 @@ func createNamespace(ctx context.Context, cl client.Client) error {
 	return cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
 }
 
-// tracker follows a kind in the namespace with a watch and knows which objects are done.
+// tracker follows a kind in the namespace with a watch and keeps the last version of
+// every object. One watch serves every question asked of it: the benchmark's own load on
+// the API server and the cores stays small.
 type tracker struct {
-	mu    sync.Mutex
-	state map[string]bool
-	last  map[string]runtime.Object
+	mu   sync.Mutex
+	last map[string]runtime.Object
 }
 
 // track lists and watches list's kind, re-listing when the watch ends, until ctx is done.
-func track(ctx context.Context, cl client.WithWatch, newList func() client.ObjectList, done func(runtime.Object) bool) *tracker {
-	t := &tracker{state: map[string]bool{}, last: map[string]runtime.Object{}}
+func track(ctx context.Context, cl client.WithWatch, newList func() client.ObjectList) *tracker {
+	t := &tracker{last: map[string]runtime.Object{}}
 	record := func(o runtime.Object, deleted bool) {
 		m, err := apimeta.Accessor(o)
 		if err != nil {
@@ -118,11 +119,9 @@ func track(ctx context.Context, cl client.WithWatch, newList func() client.Objec
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		if deleted {
-			delete(t.state, m.GetName())
 			delete(t.last, m.GetName())
 			return
 		}
-		t.state[m.GetName()] = done(o)
 		t.last[m.GetName()] = o
 	}
 	go func() {
@@ -157,15 +156,15 @@ func track(ctx context.Context, cl client.WithWatch, newList func() client.Objec
 }
 
 // count returns how many objects are done and how many are known.
-func (t *tracker) count() (done, known int) {
+func (t *tracker) count(isDone func(runtime.Object) bool) (done, known int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, ok := range t.state {
-		if ok {
+	for _, o := range t.last {
+		if isDone(o) {
 			done++
 		}
 	}
-	return done, len(t.state)
+	return done, len(t.last)
 }
 
 // get returns the last seen version of the named object.
@@ -176,11 +175,11 @@ func (t *tracker) get(name string) runtime.Object {
 }
 
 // waitAll waits until n objects are done, printing progress every 10 s, and returns when.
-func (t *tracker) waitAll(ctx context.Context, what string, n int, timeout time.Duration) (time.Time, error) {
+func (t *tracker) waitAll(ctx context.Context, what string, n int, timeout time.Duration, isDone func(runtime.Object) bool) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	nextReport := time.Now().Add(10 * time.Second)
 	for {
-		done, known := t.count()
+		done, known := t.count(isDone)
 		if done >= n {
 			return time.Now(), nil
 		}

@@ -50,6 +50,9 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
 		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel())
+	if addr := os.Getenv("BENCH_PPROF_ADDR"); addr != "" {
+		m.cmd.Args = append(m.cmd.Args, "--pprof-bind-address="+addr)
+	}
 	if c.qps > 0 {
 		m.cmd.Args = append(m.cmd.Args, fmt.Sprintf("--kube-api-qps=%d", c.qps), fmt.Sprintf("--kube-api-burst=%d", 3*c.qps))
 	}
@@ -118,20 +121,7 @@ func (m *manager) peakRSS() int64 {
 
 // cpuTime is the user and system CPU time the manager used so far.
 func (m *manager) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	// Linux reports clock ticks of 1/100 s (USER_HZ) on every common architecture.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return statCPU(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
 }
 
 // metricSet is a scrape of the manager's metrics endpoint: series -> value.

@@ -98,15 +98,20 @@ func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} }, deploymentAvailable)
+	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} })
+	cpu0 := processCPU(c.root)
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, filepath.Join(c.root, "bin", "kubectl"), "--kubeconfig", cp.KubeconfigPath,
 		"apply", "--server-side", "-n", namespace, "-f", file).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("kubectl apply: %v: %s", err, tail(out))
 	}
-	end, err := deployments.waitAll(ctx, "Deployments Available", n, 30*time.Minute)
+	end, err := deployments.waitAll(ctx, "Deployments Available", n, 30*time.Minute, deploymentAvailable)
 	if err != nil {
+		return 0, err
+	}
+	progress("N=%d: CPU used by the floor: %s", n, processCPU(c.root).since(cpu0))
+	if err := saveAPIMetrics(ctx, cp.Config, fmt.Sprintf("floor-%d", n)); err != nil {
 		return 0, err
 	}
 	return end.Sub(start), nil
@@ -187,12 +192,12 @@ func measureApplyOnly(ctx context.Context, c config, n int, row *coldStart) erro
 	defer f.stop()
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	applied := track(tctx, f.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseApplied)
+	releases := track(tctx, f.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} })
 	start := time.Now()
 	if err := createReleases(ctx, f.cl, f.repo.URL(), n, c.interval); err != nil {
 		return err
 	}
-	appliedAt, err := applied.waitAll(ctx, "releases applied", n, 30*time.Minute)
+	appliedAt, err := releases.waitAll(ctx, "releases applied", n, 30*time.Minute, releaseApplied)
 	if err != nil {
 		return f.op.explain(err)
 	}
@@ -218,24 +223,28 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	applied := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseApplied)
-	ready := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseReady)
+	releases := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} })
 
+	cpu0 := processCPU(c.root)
 	start := time.Now()
 	if err := createReleases(ctx, cl, repo.URL(), n, c.interval); err != nil {
 		return nil, err
 	}
 	row.createdAfter = time.Since(start)
-	appliedAt, err := applied.waitAll(ctx, "releases applied", n, 30*time.Minute)
+	appliedAt, err := releases.waitAll(ctx, "releases applied", n, 30*time.Minute, releaseApplied)
 	if err != nil {
 		return nil, op.explain(err)
 	}
 	row.applied = appliedAt.Sub(start)
-	readyAt, err := ready.waitAll(ctx, "releases Ready", n, 30*time.Minute)
+	readyAt, err := releases.waitAll(ctx, "releases Ready", n, 30*time.Minute, releaseReady)
 	if err != nil {
 		return nil, op.explain(err)
 	}
 	row.ready = readyAt.Sub(start)
+	progress("N=%d: CPU used until all were Ready: %s", n, processCPU(c.root).since(cpu0))
+	if err := saveAPIMetrics(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n)); err != nil {
+		return nil, err
+	}
 	m, err := op.metrics()
 	if err != nil {
 		return nil, err
@@ -251,7 +260,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	if err := steadyState(ctx, c, op, lat); err != nil {
 		return nil, err
 	}
-	l := &live{cl: cl, repo: repo, op: op, n: n, releases: ready}
+	l := &live{cl: cl, repo: repo, op: op, n: n, releases: releases}
 	if err := l.webhookChanges(ctx, c.samples, lat); err != nil {
 		return nil, op.explain(err)
 	}
@@ -303,7 +312,9 @@ func createReleases(ctx context.Context, cl client.Client, url string, n int, in
 // and the CPU it burns, while nothing changes.
 func steadyState(ctx context.Context, c config, op *manager, lat *latencies) error {
 	// Let the reconciles of the cold start settle first.
-	time.Sleep(5 * time.Second)
+	if err := sleep(ctx, 5*time.Second); err != nil {
+		return err
+	}
 	before, err := op.metrics()
 	if err != nil {
 		return err
@@ -312,7 +323,9 @@ func steadyState(ctx context.Context, c config, op *manager, lat *latencies) err
 	// One interval plus the jitter the operator adds to it.
 	lat.steadyWindow = c.interval + c.interval/10
 	progress("N=%d: steady state: watching one quiet interval (%s)", lat.n, lat.steadyWindow)
-	time.Sleep(lat.steadyWindow)
+	if err := sleep(ctx, lat.steadyWindow); err != nil {
+		return err
+	}
 	after, err := op.metrics()
 	if err != nil {
 		return err
@@ -359,22 +372,17 @@ func (l *live) webhookChanges(ctx context.Context, samples int, lat *latencies) 
 			w.Stop()
 			return err
 		}
-		sctx, cancel := context.WithCancel(ctx)
-		caughtUp := track(sctx, l.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} }, releaseAt(hash))
 		start := time.Now()
 		if err := l.op.webhook(l.repo.URL()); err != nil {
 			w.Stop()
-			cancel()
 			return err
 		}
 		at, err := waitImage(ctx, l.cl, i, w, want, time.Minute)
 		if err != nil {
-			cancel()
 			return err
 		}
 		lat.webhook = append(lat.webhook, at.Sub(start))
-		all, err := caughtUp.waitAll(ctx, "releases at the new commit", l.n, 10*time.Minute)
-		cancel()
+		all, err := l.releases.waitAll(ctx, "releases at the new commit", l.n, 10*time.Minute, releaseAt(hash))
 		if err != nil {
 			return err
 		}
@@ -529,6 +537,16 @@ func (m *manager) webhook(repoURL string) error {
 		return fmt.Errorf("the webhook answered %s", resp.Status)
 	}
 	return nil
+}
+
+// sleep waits for d, or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// cpuTimes is the CPU time (user and system) used so far by each running process whose
+// executable is in the bin/ folder, by executable name: the control plane's components and
+// the manager. Several processes of one name add up.
+type cpuTimes map[string]time.Duration
+
+func processCPU(root string) cpuTimes {
+	bin := filepath.Join(root, "bin") + string(filepath.Separator)
+	out := cpuTimes{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || !strings.HasPrefix(exe, bin) {
+			continue
+		}
+		out[filepath.Base(exe)] += statCPU(filepath.Join("/proc", e.Name(), "stat"))
+	}
+	// The benchmark itself: its watches and the Git server share the cores too.
+	out["bench"] = statCPU("/proc/self/stat")
+	return out
+}
+
+// statCPU reads utime and stime from a /proc/<pid>/stat file.
+func statCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	// Linux reports clock ticks of 1/100 s (USER_HZ) on every common architecture.
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// since is the CPU time used after before was taken.
+func (c cpuTimes) since(before cpuTimes) cpuTimes {
+	out := cpuTimes{}
+	for name, d := range c {
+		out[name] = d - before[name]
+	}
+	return out
+}
+
+func (c cpuTimes) String() string {
+	names := make([]string, 0, len(c))
+	var total time.Duration
+	for name, d := range c {
+		names = append(names, name)
+		total += d
+	}
+	sort.Strings(names)
+	parts := []string{fmt.Sprintf("total %.1f s", total.Seconds())}
+	for _, name := range names {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", name, c[name].Seconds()))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// saveAPIMetrics writes kube-apiserver's metrics to $BENCH_API_METRICS/<phase>.txt when
+// that folder is set: the requests every client made, by verb and resource, to compare a
+// phase with the floor.
+func saveAPIMetrics(ctx context.Context, cfg *rest.Config, phase string) error {
+	dir := os.Getenv("BENCH_API_METRICS")
+	if dir == "" {
+		return nil
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	b, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("reading kube-apiserver's metrics: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, phase+".txt"), b, 0o644)
+}
