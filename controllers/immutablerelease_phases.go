@@ -114,6 +114,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
+	// What the watch cache shows absent is not read before its dry run: a new release's
+	// objects cost a dry run and an apply each.
+	s.applier.Absent = func(o *unstructured.Unstructured) bool { return r.watches.absent(ctx, o) }
 	r.liftQuarantine(obj)
 	if err := r.manualRollback(ctx, obj); err != nil {
 		return ctrl.Result{}, err

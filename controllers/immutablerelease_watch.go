@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -134,6 +135,16 @@ func (w *watcher) cached(ctx context.Context, gvk schema.GroupVersionKind, key c
 		return nil, false
 	}
 	return o, true
+}
+
+// absent says that o is not in the watch cache of its kind: no object of that name carries
+// a release's labels, as of the cache's last event.
+func (w *watcher) absent(ctx context.Context, o *unstructured.Unstructured) bool {
+	gvk := o.GroupVersionKind()
+	if !w.watching(gvk) {
+		return false
+	}
+	return apierrors.IsNotFound(w.cache.Get(ctx, client.ObjectKeyFromObject(o), w.newObject(gvk)))
 }
 
 // metadataOf is the metadata of an object from the watch cache, of kind gvk.

@@ -65,15 +65,21 @@ func (c cpuTimes) since(before cpuTimes) cpuTimes {
 	return out
 }
 
-func (c cpuTimes) String() string {
-	names := make([]string, 0, len(c))
+func (c cpuTimes) total() time.Duration {
 	var total time.Duration
-	for name, d := range c {
-		names = append(names, name)
+	for _, d := range c {
 		total += d
 	}
+	return total
+}
+
+func (c cpuTimes) String() string {
+	names := make([]string, 0, len(c))
+	for name := range c {
+		names = append(names, name)
+	}
 	sort.Strings(names)
-	parts := []string{fmt.Sprintf("total %.1f s", total.Seconds())}
+	parts := []string{fmt.Sprintf("total %.1f s", c.total().Seconds())}
 	for _, name := range names {
 		parts = append(parts, fmt.Sprintf("%s %.1f s", name, c[name].Seconds()))
 	}

@@ -34,6 +34,7 @@ type config struct {
 	samples    int
 	drifts     int
 	skipFloor  bool
+	requests   bool
 	root       string
 }
 
@@ -46,6 +47,7 @@ func main() {
 	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook latency (each waits for the whole fleet to record the commit).")
 	flag.IntVar(&c.drifts, "drift-samples", 100, "Samples for the drift latency.")
 	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")
+	flag.BoolVar(&c.requests, "request-costs", false, "Only measure the CPU each kind of request a release makes costs kube-apiserver and etcd.")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	for _, s := range strings.Split(*sizes, ",") {
@@ -72,6 +74,16 @@ func main() {
 }
 
 func run(ctx context.Context, c config) error {
+	if c.requests {
+		const n = 500
+		progress("The CPU each kind of request costs kube-apiserver and etcd, %d of each", n)
+		costs, err := measureRequestCosts(ctx, c, n)
+		if err != nil {
+			return err
+		}
+		printRequestCosts(os.Stdout, n, costs)
+		return nil
+	}
 	if err := buildManager(c.root); err != nil {
 		return err
 	}
@@ -85,12 +97,9 @@ func run(ctx context.Context, c config) error {
 		row := coldStart{n: n}
 		if !c.skipFloor {
 			progress("N=%d: the floor: kubectl apply --server-side of %d Deployments and Services, until all are Available", n, n)
-			floor, err := measureFloor(ctx, c, n)
-			if err != nil {
+			if err := measureFloor(ctx, c, n, &row); err != nil {
 				return fmt.Errorf("floor at N=%d: %w", n, err)
 			}
-			row.floor = floor
-			progress("N=%d: floor %s", n, floor.Round(100*time.Millisecond))
 		}
 		progress("N=%d: the operator without rollouts (etcd and kube-apiserver only): %d releases created, until all are applied", n, n)
 		if err := measureApplyOnly(ctx, c, n, &row); err != nil {

@@ -45,6 +45,9 @@ type coldStart struct {
 	// with the API requests the manager made.
 	applyOnly         time.Duration
 	applyOnlyRequests float64
+	// floorCPU and readyCPU are the CPU time each process used until the floor's
+	// Deployments were all Available, and until all releases were Ready.
+	floorCPU, readyCPU cpuTimes
 }
 
 // latencies are measured with the largest fleet live.
@@ -74,27 +77,27 @@ func startControlPlane(ctx context.Context, c config, workloads bool) (*controlp
 
 // measureFloor applies the same Deployments and Services with kubectl, no operator, on a
 // fresh control plane, and times until every Deployment is Available.
-func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
+func measureFloor(ctx context.Context, c config, n int, row *coldStart) error {
 	cp, err := startControlPlane(ctx, c, true)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer cp.Stop()
 	cl, err := newClient(cp.Config)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := createNamespace(ctx, cl); err != nil {
-		return 0, err
+		return err
 	}
 	dir, err := os.MkdirTemp("", "bench-floor-")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer os.RemoveAll(dir)
 	file, err := writeManifests(dir, n)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -104,17 +107,15 @@ func measureFloor(ctx context.Context, c config, n int) (time.Duration, error) {
 	out, err := exec.CommandContext(ctx, filepath.Join(c.root, "bin", "kubectl"), "--kubeconfig", cp.KubeconfigPath,
 		"apply", "--server-side", "-n", namespace, "-f", file).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("kubectl apply: %v: %s", err, tail(out))
+		return fmt.Errorf("kubectl apply: %v: %s", err, tail(out))
 	}
 	end, err := deployments.waitAll(ctx, "Deployments Available", n, 30*time.Minute, deploymentAvailable)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	progress("N=%d: CPU used by the floor: %s", n, processCPU(c.root).since(cpu0))
-	if err := saveAPIMetrics(ctx, cp.Config, fmt.Sprintf("floor-%d", n)); err != nil {
-		return 0, err
-	}
-	return end.Sub(start), nil
+	row.floor, row.floorCPU = end.Sub(start), processCPU(c.root).since(cpu0)
+	progress("N=%d: floor %s; CPU used: %s", n, row.floor.Round(100*time.Millisecond), row.floorCPU)
+	return saveAPIMetrics(ctx, cp.Config, fmt.Sprintf("floor-%d", n))
 }
 
 // fleet is a fresh control plane, the Git server with one repository of n applications,
@@ -163,7 +164,11 @@ func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet,
 			return nil, err
 		}
 	}
-	if f.op, err = startManager(c, f.cp.KubeconfigPath); err != nil {
+	kubeconfig, err := managerIdentity(ctx, c.root, f.cp.Config, f.cl, f.cp.LogDir)
+	if err != nil {
+		return nil, err
+	}
+	if f.op, err = startManager(c, kubeconfig); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -241,7 +246,8 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 		return nil, op.explain(err)
 	}
 	row.ready = readyAt.Sub(start)
-	progress("N=%d: CPU used until all were Ready: %s", n, processCPU(c.root).since(cpu0))
+	row.readyCPU = processCPU(c.root).since(cpu0)
+	progress("N=%d: CPU used until all were Ready: %s", n, row.readyCPU)
 	if err := saveAPIMetrics(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n)); err != nil {
 		return nil, err
 	}

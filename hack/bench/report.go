@@ -34,6 +34,25 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f\t%.1f\t\n", r.n, secs(r.applyOnly), ms(r.applyOnly/time.Duration(r.n)), r.applyOnlyRequests, r.applyOnlyRequests/float64(r.n))
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "\n   CPU seconds used by each process (all share the two cores): the floor until every Deployment is Available; the operator's run until every release is Ready")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "N\trun\ttotal\tkube-apiserver\tetcd\tkube-controller-manager\tkube-scheduler\tkwok\tmanager\tbench\t")
+	for _, r := range rows {
+		for _, run := range []struct {
+			name string
+			cpu  cpuTimes
+		}{{"floor", r.floorCPU}, {"operator", r.readyCPU}} {
+			if run.cpu == nil {
+				continue
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.1f\t", r.n, run.name, run.cpu.total().Seconds())
+			for _, p := range []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok", "manager", "bench"} {
+				fmt.Fprintf(tw, "%.1f\t", run.cpu[p].Seconds())
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	tw.Flush()
 	if l == nil {
 		return
 	}

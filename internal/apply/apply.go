@@ -41,6 +41,13 @@ type Applier struct {
 	manager  *ssa.ResourceManager
 	owner    client.ObjectKey
 	observer *observer
+
+	// Absent, when set, says that an object is known not to exist (a synced watch cache
+	// that would hold it does not): Apply then does not read it before its dry run. An
+	// object that existed all the same (one a person created before the release took it
+	// over, or one the cache had not seen yet) is applied again, read first, so that
+	// nothing differs but the requests saved.
+	Absent func(*unstructured.Unstructured) bool
 }
 
 // NewApplier returns an Applier for the release named owner.
@@ -60,11 +67,16 @@ type observer struct {
 	client.Client
 	mu   sync.Mutex
 	live map[object.ObjMetadata]*unstructured.Unstructured
+	// absent, while set, answers NotFound for the objects it names without reading them;
+	// unread holds those, with the resourceVersion their dry run showed ("" for none).
+	absent func(*unstructured.Unstructured) bool
+	unread map[object.ObjMetadata]string
 }
 
-func (o *observer) reset() {
+func (o *observer) reset(absent func(*unstructured.Unstructured) bool) {
 	o.mu.Lock()
 	o.live = map[object.ObjMetadata]*unstructured.Unstructured{}
+	o.absent, o.unread = absent, map[object.ObjMetadata]string{}
 	o.mu.Unlock()
 }
 
@@ -80,6 +92,22 @@ func (o *observer) note(u *unstructured.Unstructured, applied bool) {
 }
 
 func (o *observer) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		o.mu.Lock()
+		absent := o.absent
+		o.mu.Unlock()
+		stub := &unstructured.Unstructured{}
+		stub.SetGroupVersionKind(u.GroupVersionKind())
+		stub.SetNamespace(key.Namespace)
+		stub.SetName(key.Name)
+		if absent != nil && absent(stub) {
+			o.mu.Lock()
+			o.unread[object.UnstructuredToObjMetadata(stub)] = ""
+			o.mu.Unlock()
+			gvk := u.GroupVersionKind()
+			return apierrors.NewNotFound(schema.GroupResource{Group: gvk.Group, Resource: gvk.Kind}, key.Name)
+		}
+	}
 	err := o.Client.Get(ctx, key, obj, opts...)
 	if u, ok := obj.(*unstructured.Unstructured); ok && err == nil {
 		o.note(u, false)
@@ -94,6 +122,13 @@ func (o *observer) Patch(ctx context.Context, obj client.Object, patch client.Pa
 		po.ApplyOptions(opts)
 		if len(po.DryRun) == 0 {
 			o.note(u, true)
+		} else {
+			id := object.UnstructuredToObjMetadata(u)
+			o.mu.Lock()
+			if _, unread := o.unread[id]; unread {
+				o.unread[id] = u.GetResourceVersion()
+			}
+			o.mu.Unlock()
 		}
 	}
 	return err
@@ -163,9 +198,18 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 			{Name: "kubectl-client-side-apply", OperationType: metav1.ManagedFieldsOperationUpdate},
 		},
 	}
-	a.observer.reset()
+	a.observer.reset(a.Absent)
+	defer func() {
+		// Only Apply takes objects for absent: a prune reads what it deletes.
+		a.observer.mu.Lock()
+		a.observer.absent = nil
+		a.observer.mu.Unlock()
+	}()
 	cs, err = a.manager.ApplyAllStaged(ctx, objects, opts)
 	if err != nil {
+		return cs, nil, explainApplyError(err)
+	}
+	if err := a.applyUnreadAgain(ctx, objects, cs, opts); err != nil {
 		return cs, nil, explainApplyError(err)
 	}
 	a.observer.mu.Lock()
@@ -175,6 +219,44 @@ func (a *Applier) Apply(ctx context.Context, objects []*unstructured.Unstructure
 		live[i] = a.observer.live[object.UnstructuredToObjMetadata(o)]
 	}
 	return cs, live, nil
+}
+
+// applyUnreadAgain applies again, read first this time, the objects Apply did not read
+// because they were taken for absent but whose dry run showed them existing: ssa could then
+// neither take over other managers' fields nor tell an unchanged object from a changed one.
+// Their entries in cs say what the two applies did together.
+func (a *Applier) applyUnreadAgain(ctx context.Context, objects []*unstructured.Unstructured, cs *ssa.ChangeSet, opts ssa.ApplyOptions) error {
+	a.observer.mu.Lock()
+	a.observer.absent = nil
+	var again []*unstructured.Unstructured
+	// moved: the first apply changed the object (its resourceVersion is not the dry run's).
+	moved := map[object.ObjMetadata]bool{}
+	for _, o := range objects {
+		id := object.UnstructuredToObjMetadata(o)
+		if rv, unread := a.observer.unread[id]; unread && rv != "" {
+			again = append(again, o)
+			moved[id] = a.observer.live[id] == nil || a.observer.live[id].GetResourceVersion() != rv
+			delete(a.observer.live, id)
+		}
+	}
+	a.observer.mu.Unlock()
+	if len(again) == 0 {
+		return nil
+	}
+	second, err := a.manager.ApplyAll(ctx, again, opts)
+	if err != nil {
+		return err
+	}
+	actions := map[string]ssa.Action{}
+	for _, e := range second.Entries {
+		actions[e.ObjMetadata.String()] = e.Action
+	}
+	for i, e := range cs.Entries {
+		if action, ok := actions[e.ObjMetadata.String()]; ok && !moved[e.ObjMetadata] {
+			cs.Entries[i].Action = action
+		}
+	}
+	return nil
 }
 
 // Diff dry-runs the apply of object and returns the live object (nil when it does not

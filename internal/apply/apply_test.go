@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/fluxcd/pkg/ssa"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -113,4 +114,108 @@ func TestApplyAnswersLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("put", v1[1:], fixed)
+}
+
+// reads counts the reads made through a client.
+type reads struct {
+	client.Client
+	n int
+}
+
+func (r *reads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.n++
+	return r.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestApplyWithoutReadingAbsentObjects: objects a watch cache shows absent are dry-run and
+// applied without being read first. One that existed all the same (taken over from kubectl,
+// or not yet seen by the cache) ends as if it had been read: kubectl's fields taken over,
+// and the change set saying what changed.
+func TestApplyWithoutReadingAbsentObjects(t *testing.T) {
+	ctx := context.Background()
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	c, err := client.New(cp.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &reads{Client: c}
+	a := NewApplier(counted, client.ObjectKey{Namespace: "default", Name: "shop"})
+	a.Absent = func(*unstructured.Unstructured) bool { return true }
+	actions := func(cs *ssa.ChangeSet) map[string]ssa.Action {
+		out := map[string]ssa.Action{}
+		for _, e := range cs.Entries {
+			out[e.ObjMetadata.Name] = e.Action
+		}
+		return out
+	}
+
+	// A person applied the Deployment with kubectl before the release existed.
+	web := objects(t, "ghcr.io/acme/web@sha256:1111111111111111111111111111111111111111111111111111111111111111")[1]
+	if err := c.Patch(ctx, web.DeepCopy(), client.Apply, client.FieldOwner("kubectl")); err != nil {
+		t.Fatal(err)
+	}
+
+	v1 := objects(t, "ghcr.io/acme/web@sha256:1111111111111111111111111111111111111111111111111111111111111111")
+	if err := a.Prepare(v1, "", "default"); err != nil {
+		t.Fatal(err)
+	}
+	cs, live, err := a.Apply(ctx, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(cs); got["settings"] != ssa.CreatedAction || got["web"] != ssa.ConfiguredAction {
+		t.Errorf("change set %v, want settings created and web configured (taken over)", got)
+	}
+	if counted.n != 1 {
+		t.Errorf("%d reads, want 1: the Deployment, read again once its dry run showed it existing", counted.n)
+	}
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(web.GroupVersionKind())
+	if err := c.Get(ctx, client.ObjectKeyFromObject(web), got); err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range got.GetManagedFields() {
+		if mf.Manager == "kubectl" {
+			t.Errorf("kubectl still manages fields of the Deployment taken over: %v", got.GetManagedFields())
+		}
+	}
+	if got.GetLabels()[NameLabel] != "shop" {
+		t.Errorf("the Deployment taken over lacks the release's labels: %v", got.GetLabels())
+	}
+	if live[1] == nil || live[1].GetUID() != got.GetUID() {
+		t.Errorf("no live answer for the Deployment taken over")
+	}
+
+	// The cache has not seen the objects yet: nothing changed, and the change set says so.
+	counted.n = 0
+	cs, live, err = a.Apply(ctx, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(cs); got["settings"] != ssa.UnchangedAction || got["web"] != ssa.UnchangedAction {
+		t.Errorf("change set %v, want both unchanged", got)
+	}
+	for i, o := range v1 {
+		now := &unstructured.Unstructured{}
+		now.SetGroupVersionKind(o.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(o), now); err != nil {
+			t.Fatal(err)
+		}
+		if live[i] == nil || live[i].GetResourceVersion() != now.GetResourceVersion() {
+			t.Errorf("%s: the answer is not the live object", o.GetName())
+		}
+	}
+
+	// A prune after an apply reads what it deletes, whatever the cache says.
+	pruned, err := a.Delete(ctx, v1[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(pruned); got["settings"] != ssa.DeletedAction {
+		t.Errorf("prune: %v, want settings deleted", got)
+	}
 }
