@@ -76,7 +76,7 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 		what, perRelease string
 		do               func(i int) error
 	}{
-		{"read of an object that does not exist yet (ssa)", "2", func(i int) error {
+		{"read of an object that does not exist yet (ssa; none when the watch cache shows it absent)", "0", func(i int) error {
 			u := deployment(i)
 			return client.IgnoreNotFound(cl.Get(ctx, client.ObjectKeyFromObject(u), u))
 		}},
@@ -99,6 +99,10 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 			u := deployment(i)
 			return cl.Get(ctx, client.ObjectKeyFromObject(u), u)
 		}},
+		{"one pod, for the listing below", "-", func(i int) error {
+			return cl.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: appName(i), Labels: map[string]string{"app": appName(i)}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image(i, 1)}}}})
+		}},
 		{"pods of a Deployment, listed once healthy", "1", func(i int) error {
 			return cl.List(ctx, &corev1.PodList{}, client.InNamespace(namespace), client.MatchingLabels{"app": appName(i)})
 		}},
@@ -118,7 +122,7 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 			return cl.Status().Patch(ctx, release(i), client.RawPatch("application/merge-patch+json", healthyStatus))
 		}},
 		{"event (Applied, Healthy)", "2", func(i int) error {
-			return cl.Create(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: appName(i) + ".", Namespace: namespace},
+			return cl.Create(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%d", appName(i), time.Now().UnixNano()), Namespace: namespace},
 				Regarding: corev1.ObjectReference{Kind: "ImmutableRelease", APIVersion: v1alpha1.GroupVersion.String(), Namespace: namespace, Name: appName(i)},
 				Reason:    "Applied", Action: "Apply", Note: "Applied revision " + revision + ": 2 created", Type: corev1.EventTypeNormal,
 				EventTime: metav1.NowMicro(), ReportingController: "immutable-release", ReportingInstance: "immutable-release"})
