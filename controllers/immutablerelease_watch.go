@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -124,27 +125,30 @@ func (w *watcher) watching(gvk schema.GroupVersionKind) bool {
 	return w.watched[gvk]
 }
 
-// cached reads the object of kind gvk named key from the watch cache, as the cache keeps it
-// (see newObject); false when the kind is not watched or the object is not there.
-func (w *watcher) cached(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, bool) {
+// errNotWatched: the kind is not watched, so the cache knows nothing of its objects.
+var errNotWatched = errors.New("kind not watched")
+
+// fromCache reads the object of kind gvk named key from the watch cache, as the cache keeps
+// it (see newObject).
+func (w *watcher) fromCache(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, error) {
 	if !w.watching(gvk) {
-		return nil, false
+		return nil, errNotWatched
 	}
 	o := w.newObject(gvk)
-	if err := w.cache.Get(ctx, key, o); err != nil {
-		return nil, false
-	}
-	return o, true
+	return o, w.cache.Get(ctx, key, o)
+}
+
+// cached is fromCache; false when the kind is not watched or the object is not there.
+func (w *watcher) cached(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, bool) {
+	o, err := w.fromCache(ctx, gvk, key)
+	return o, err == nil
 }
 
 // absent says that o is not in the watch cache of its kind: no object of that name carries
 // a release's labels, as of the cache's last event.
 func (w *watcher) absent(ctx context.Context, o *unstructured.Unstructured) bool {
-	gvk := o.GroupVersionKind()
-	if !w.watching(gvk) {
-		return false
-	}
-	return apierrors.IsNotFound(w.cache.Get(ctx, client.ObjectKeyFromObject(o), w.newObject(gvk)))
+	_, err := w.fromCache(ctx, o.GroupVersionKind(), client.ObjectKeyFromObject(o))
+	return apierrors.IsNotFound(err)
 }
 
 // metadataOf is the metadata of an object from the watch cache, of kind gvk.

@@ -283,27 +283,38 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 }
 
 func createReleases(ctx context.Context, cl client.Client, url string, n int, interval time.Duration) error {
+	return inParallel(n, 8, func(i int) error {
+		r := &v1alpha1.ImmutableRelease{
+			ObjectMeta: metav1.ObjectMeta{Name: appName(i), Namespace: namespace},
+			Spec: v1alpha1.ImmutableReleaseSpec{
+				Git: v1alpha1.GitSource{URL: url, Ref: v1alpha1.GitReference{Branch: "main"},
+					SecretRef: &meta.LocalObjectReference{Name: "git"}},
+				Path:     appPath(i),
+				Interval: metav1.Duration{Duration: interval},
+				Timeout:  &metav1.Duration{Duration: 5 * time.Minute},
+				Prune:    true,
+			},
+		}
+		if err := cl.Create(ctx, r); err != nil {
+			return fmt.Errorf("creating release %s: %w", r.Name, err)
+		}
+		return nil
+	})
+}
+
+// inParallel calls do(i) for i in [0, n), workers at a time, and returns the first error;
+// a worker stops at its first error.
+func inParallel(n, workers int, do func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
+	errs := make(chan error, workers)
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				r := &v1alpha1.ImmutableRelease{
-					ObjectMeta: metav1.ObjectMeta{Name: appName(i), Namespace: namespace},
-					Spec: v1alpha1.ImmutableReleaseSpec{
-						Git: v1alpha1.GitSource{URL: url, Ref: v1alpha1.GitReference{Branch: "main"},
-							SecretRef: &meta.LocalObjectReference{Name: "git"}},
-						Path:     appPath(i),
-						Interval: metav1.Duration{Duration: interval},
-						Timeout:  &metav1.Duration{Duration: 5 * time.Minute},
-						Prune:    true,
-					},
-				}
-				if err := cl.Create(ctx, r); err != nil {
-					errs <- fmt.Errorf("creating release %s: %w", r.Name, err)
+				if err := do(i); err != nil {
+					errs <- err
 					return
 				}
 			}

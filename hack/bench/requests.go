@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -131,24 +129,13 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 	var out []requestCost
 	for _, st := range steps {
 		before := processCPU(c.root)
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		errs := make(chan error, 10)
-		for range 10 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-					if err := st.do(i); err != nil {
-						errs <- fmt.Errorf("%s: %w", st.what, err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		if err := <-errs; err != nil {
+		err := inParallel(n, 10, func(i int) error {
+			if err := st.do(i); err != nil {
+				return fmt.Errorf("%s: %w", st.what, err)
+			}
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 		// Let the watch cache take in the last writes before the clock stops.

@@ -37,20 +37,27 @@ spec:
 	return out
 }
 
+// apiServer starts etcd and kube-apiserver for the test and returns a client of it.
+func apiServer(t *testing.T) client.Client {
+	t.Helper()
+	cp, err := controlplane.Start(context.Background(), controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	c, err := client.New(cp.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestApplyAnswersLive: Apply returns each object as the API server holds it after the
 // apply, so that its caller need not read it again: the answer to a create or a change, and
 // the object read when nothing needed applying.
 func TestApplyAnswersLive(t *testing.T) {
 	ctx := context.Background()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
-	c, err := client.New(cp.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := apiServer(t)
 	a := NewApplier(c, client.ObjectKey{Namespace: "default", Name: "shop"})
 
 	// resourceVersions reads the objects back, and checks that the answers are what is live.
@@ -133,15 +140,7 @@ func (r *reads) Get(ctx context.Context, key client.ObjectKey, obj client.Object
 // and the change set saying what changed.
 func TestApplyWithoutReadingAbsentObjects(t *testing.T) {
 	ctx := context.Background()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
-	c, err := client.New(cp.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := apiServer(t)
 	counted := &reads{Client: c}
 	a := NewApplier(counted, client.ObjectKey{Namespace: "default", Name: "shop"})
 	a.Absent = func(*unstructured.Unstructured) bool { return true }
