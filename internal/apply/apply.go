@@ -92,19 +92,19 @@ func (o *observer) note(u *unstructured.Unstructured, applied bool) {
 }
 
 func (o *observer) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		o.mu.Lock()
-		absent := o.absent
-		o.mu.Unlock()
+	o.mu.Lock()
+	absent := o.absent
+	o.mu.Unlock()
+	if u, ok := obj.(*unstructured.Unstructured); ok && absent != nil {
+		gvk := u.GroupVersionKind()
 		stub := &unstructured.Unstructured{}
-		stub.SetGroupVersionKind(u.GroupVersionKind())
+		stub.SetGroupVersionKind(gvk)
 		stub.SetNamespace(key.Namespace)
 		stub.SetName(key.Name)
-		if absent != nil && absent(stub) {
+		if absent(stub) {
 			o.mu.Lock()
 			o.unread[object.UnstructuredToObjMetadata(stub)] = ""
 			o.mu.Unlock()
-			gvk := u.GroupVersionKind()
 			return apierrors.NewNotFound(schema.GroupResource{Group: gvk.Group, Resource: gvk.Kind}, key.Name)
 		}
 	}
