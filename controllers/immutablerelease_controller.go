@@ -5,11 +5,11 @@ package controllers
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
-	"github.com/fluxcd/pkg/runtime/jitter"
 	"github.com/fluxcd/pkg/runtime/predicates"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -93,6 +93,10 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// OperatorUser is the user the operator acts as; the Prevent policy lets it through.
 	OperatorUser string
+	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
+	// interval either way (0.05: ±5%), so that releases created together do not stay
+	// in step, all looking at once every interval.
+	IntervalJitter float64
 }
 
 type lastCheck struct {
@@ -176,11 +180,22 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 }
 
 // requeue is the jittered interval, or the health poll while a rollout is in progress.
-func requeue(obj *v1alpha1.ImmutableRelease, polling time.Duration) ctrl.Result {
+func (r *ImmutableReleaseReconciler) requeue(obj *v1alpha1.ImmutableRelease, polling time.Duration) ctrl.Result {
 	if polling > 0 {
 		return ctrl.Result{RequeueAfter: polling}
 	}
-	return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}
+	return ctrl.Result{RequeueAfter: jittered(obj.GetRequeueAfter(), r.Options.IntervalJitter)}
+}
+
+// shortestInterval is the soonest a jittered interval brings a release back: the interval's
+// Git check and health look are due then, not an interval later.
+func (r *ImmutableReleaseReconciler) shortestInterval(obj *v1alpha1.ImmutableRelease) time.Duration {
+	return time.Duration(float64(obj.GetRequeueAfter()) * (1 - r.Options.IntervalJitter))
+}
+
+// jittered is d moved by a random fraction of itself, up to p either way.
+func jittered(d time.Duration, p float64) time.Duration {
+	return time.Duration(float64(d) * (1 + p*(2*rand.Float64()-1)))
 }
 
 // gitCheckDue says whether this reconcile must list the remote and apply: the first time in
@@ -211,7 +226,7 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 		// apply) is retried against Git itself, fresh, with backoff.
 		return true, now
 	}
-	interval := obj.GetRequeueAfter()
+	interval := r.shortestInterval(obj)
 	return now.Sub(c.at) >= interval, now.Add(-interval)
 }
 

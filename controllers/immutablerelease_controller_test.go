@@ -252,3 +252,32 @@ func TestFailedRollout(t *testing.T) {
 	g.Expect(cur.Status.History[1].Result).To(Equal(v1alpha1.ReleaseHealthy))
 	checkKstatus(t, cur, status.FailedStatus)
 }
+
+// TestIntervalJitter: intervals are spread within the fraction asked, and actually spread.
+func TestIntervalJitter(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(jittered(time.Minute, 0)).To(Equal(time.Minute))
+	seen := map[time.Duration]bool{}
+	for range 100 {
+		d := jittered(time.Minute, 0.05)
+		g.Expect(d).To(BeNumerically(">=", 57*time.Second))
+		g.Expect(d).To(BeNumerically("<=", 63*time.Second))
+		seen[d] = true
+	}
+	g.Expect(len(seen)).To(BeNumerically(">", 50))
+
+	// A release brought back early by the jitter checks Git then, with a listing made since
+	// the shortest interval, instead of waiting for the interval after.
+	r := &ImmutableReleaseReconciler{Options: Options{IntervalJitter: 0.05}}
+	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app", Generation: 1},
+		Spec:   v1alpha1.ImmutableReleaseSpec{Interval: metav1.Duration{Duration: time.Minute}},
+		Status: v1alpha1.ImmutableReleaseStatus{LastAttemptedRevision: "main@sha1:0123"}}
+	key := client.ObjectKeyFromObject(obj)
+	r.checks.Store(key, lastCheck{at: time.Now().Add(-55 * time.Second), generation: 1})
+	due, _ := r.gitCheckDue(obj)
+	g.Expect(due).To(BeFalse())
+	r.checks.Store(key, lastCheck{at: time.Now().Add(-58 * time.Second), generation: 1})
+	due, notBefore := r.gitCheckDue(obj)
+	g.Expect(due).To(BeTrue())
+	g.Expect(time.Since(notBefore)).To(BeNumerically("~", 57*time.Second, time.Second))
+}

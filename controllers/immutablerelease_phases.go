@@ -128,12 +128,12 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		err := r.checkGit(ctx, s, notBefore)
 		r.recordGitCheck(obj, s, checked, err)
 		if err != nil {
-			return requeue(obj, 0), err
+			return r.requeue(obj, 0), err
 		}
 	} else {
 		last, _ := r.lastGitCheck(obj)
 		if last.err != nil {
-			return requeue(obj, 0), last.err
+			return r.requeue(obj, 0), last.err
 		}
 		s.revision, s.commit, s.objects = last.revision, last.commit, last.objects
 	}
@@ -349,7 +349,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	obj := s.obj
 	if !s.asked && conditions.IsTrue(obj, v1alpha1.HealthyCondition) && r.stillHealthy(ctx, s) {
 		// Nothing changed since the verdict, status included.
-		return requeue(obj, 0), nil
+		return r.requeue(obj, 0), nil
 	}
 	objects, err := apply.Objects(obj.Status.Inventory)
 	if err != nil {
@@ -370,7 +370,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	case res.Verdict == health.Healthy && len(mismatch) > 0:
 		msg := fmt.Sprintf("revision %s rolled out, but pods run other digests than Git names: %s", revision, strings.Join(mismatch, "; "))
 		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.DigestMismatchReason, "%s", msg)
-		return requeue(obj, r.Options.HealthPollInterval), stall(v1alpha1.DigestMismatchReason, errors.New(msg))
+		return r.requeue(obj, r.Options.HealthPollInterval), stall(v1alpha1.DigestMismatchReason, errors.New(msg))
 
 	case res.Verdict == health.Healthy:
 		if !conditions.IsTrue(obj, v1alpha1.HealthyCondition) {
@@ -379,7 +379,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		conditions.MarkTrue(obj, v1alpha1.HealthyCondition, v1alpha1.HealthySucceededReason, "all objects of %s are healthy", revision)
 		setResult(obj, revision, v1alpha1.ReleaseHealthy, "")
 		r.recordHealthy(ctx, s)
-		return requeue(obj, 0), nil
+		return r.requeue(obj, 0), nil
 
 	case res.Verdict == health.Failed || rolloutTimedOut(obj):
 		msg := fmt.Sprintf("revision %s failed its health check: %s", revision, res.Message())
@@ -408,7 +408,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 			// head is what to apply, now rather than at the interval.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 		}
-		return requeue(obj, 0), stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
+		return r.requeue(obj, 0), stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 
 	default:
 		conditions.MarkUnknown(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rolling out %s: %s", revision, res.Message())
@@ -421,7 +421,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 			poll = min(max(poll, time.Since(c.LastTransitionTime.Time)), obj.GetRequeueAfter())
 			poll = min(poll, max(time.Until(c.LastTransitionTime.Add(obj.GetTimeout()))+100*time.Millisecond, 100*time.Millisecond))
 		}
-		return requeue(obj, poll), nil
+		return r.requeue(obj, poll), nil
 	}
 }
 

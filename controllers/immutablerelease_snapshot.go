@@ -203,7 +203,7 @@ func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope
 // less than an interval ago. Once an interval the pods are looked at again all the same.
 func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope) bool {
 	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
-	if !ok || v.(snapshot).healthy == nil || time.Since(v.(snapshot).healthyAt) >= s.obj.GetRequeueAfter() {
+	if !ok || v.(snapshot).healthy == nil || time.Since(v.(snapshot).healthyAt) >= r.shortestInterval(s.obj) {
 		return false
 	}
 	healthy := v.(snapshot).healthy

@@ -46,6 +46,7 @@ func main() {
 		apiQPS        float64
 		apiBurst      int
 		pprofAddr     string
+		jitter        uint
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
@@ -60,11 +61,16 @@ func main() {
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second the manager may make to the API server, sustained.")
 	flag.IntVar(&apiBurst, "kube-api-burst", 300, "Requests the manager may make to the API server in a burst above --kube-api-qps.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address Go's pprof profiles (/debug/pprof/) are served on, for diagnosing the manager; 0 disables it.")
+	flag.UintVar(&jitter, "interval-jitter-percentage", 5, "Spread each release's interval by up to this percentage either way (as Flux's flag), so that releases created together do not all look at once every interval; below 100.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if jitter >= 100 {
+		log.Error(nil, "--interval-jitter-percentage must be below 100", "value", jitter)
+		os.Exit(1)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -119,6 +125,7 @@ func main() {
 			HealthPollInterval:      healthPolling,
 			MaxConcurrentReconciles: concurrent,
 			OperatorUser:            operatorUser,
+			IntervalJitter:          float64(jitter) / 100,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
