@@ -28,6 +28,7 @@ import (
 
 type config struct {
 	sizes      []int
+	repeat     int
 	concurrent int
 	qps        int
 	interval   time.Duration
@@ -41,6 +42,7 @@ type config struct {
 func main() {
 	var c config
 	sizes := flag.String("n", "100,500,1000", "Comma-separated numbers of releases; the latency figures use the largest.")
+	flag.IntVar(&c.repeat, "repeat", 1, "Cold starts per N (floor, without rollouts, with the operator, in turn); the summary gives the median of each figure, so that one slow minute of the machine does not decide a target.")
 	flag.IntVar(&c.concurrent, "concurrent", 20, "The manager's --concurrent (Flux's benchmark runs kustomize-controller with 20).")
 	flag.IntVar(&c.qps, "kube-api-qps", 300, "The manager's --kube-api-qps, with a burst of three times as many (0: the manager's defaults).")
 	flag.DurationVar(&c.interval, "interval", time.Minute, "spec.interval of every release; the steady state is measured over one.")
@@ -57,6 +59,10 @@ func main() {
 			os.Exit(2)
 		}
 		c.sizes = append(c.sizes, n)
+	}
+	if c.repeat < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -repeat must be at least 1")
+		os.Exit(2)
 	}
 	var err error
 	if c.root, err = controlplane.ModuleRoot(); err != nil {
@@ -94,26 +100,33 @@ func run(ctx context.Context, c config) error {
 		largest = max(largest, n)
 	}
 	for _, n := range c.sizes {
-		row := coldStart{n: n}
-		if !c.skipFloor {
-			progress("N=%d: the floor: kubectl apply --server-side of %d Deployments and Services, until all are Available", n, n)
-			if err := measureFloor(ctx, c, n, &row); err != nil {
-				return fmt.Errorf("floor at N=%d: %w", n, err)
+		for run := 1; run <= c.repeat; run++ {
+			row := coldStart{n: n, run: run}
+			at := fmt.Sprintf("N=%d", n)
+			if c.repeat > 1 {
+				at = fmt.Sprintf("N=%d, run %d of %d", n, run, c.repeat)
 			}
+			if !c.skipFloor {
+				progress("%s: the floor: kubectl apply --server-side of %d Deployments and Services, until all are Available", at, n)
+				if err := measureFloor(ctx, c, n, &row); err != nil {
+					return fmt.Errorf("floor at %s: %w", at, err)
+				}
+			}
+			progress("%s: the operator without rollouts (etcd and kube-apiserver only): %d releases created, until all are applied", at, n)
+			if err := measureApplyOnly(ctx, c, n, &row); err != nil {
+				return fmt.Errorf("apply only at %s: %w", at, err)
+			}
+			progress("%s: the operator: %d releases created, until all are Ready", at, n)
+			// The latencies are measured once, with the largest fleet, in its last run.
+			lat, err := measureOperator(ctx, c, n, &row, n == largest && run == c.repeat && live == nil)
+			if err != nil {
+				return fmt.Errorf("operator at %s: %w", at, err)
+			}
+			if lat != nil {
+				live = lat
+			}
+			rows = append(rows, row)
 		}
-		progress("N=%d: the operator without rollouts (etcd and kube-apiserver only): %d releases created, until all are applied", n, n)
-		if err := measureApplyOnly(ctx, c, n, &row); err != nil {
-			return fmt.Errorf("apply only at N=%d: %w", n, err)
-		}
-		progress("N=%d: the operator: %d releases created, until all are Ready", n, n)
-		lat, err := measureOperator(ctx, c, n, &row, n == largest && live == nil)
-		if err != nil {
-			return fmt.Errorf("operator at N=%d: %w", n, err)
-		}
-		if lat != nil {
-			live = lat
-		}
-		rows = append(rows, row)
 	}
 	printReport(os.Stdout, c, rows, live)
 	return nil

@@ -49,7 +49,7 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 		"--kubeconfig="+kubeconfig, "--leader-elect=false",
 		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
-		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel())
+		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel(), "--zap-time-encoding=rfc3339nano")
 	if addr := os.Getenv("BENCH_PPROF_ADDR"); addr != "" {
 		m.cmd.Args = append(m.cmd.Args, "--pprof-bind-address="+addr)
 	}

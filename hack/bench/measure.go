@@ -32,6 +32,7 @@ import (
 // coldStart is one row of the table.
 type coldStart struct {
 	n            int
+	run          int // of -repeat
 	floor        time.Duration
 	applied      time.Duration // all releases applied, health not awaited
 	ready        time.Duration // all releases Ready
@@ -62,6 +63,8 @@ type latencies struct {
 	fleetCaughtUp         []time.Duration
 	polling               time.Duration
 	drift                 []time.Duration
+	driftAt               []time.Duration // when each drift sample began, from the first
+	driftApp              []string        // and on which release
 	rollbackVerdictToPush time.Duration
 	rollbackPushToRevert  time.Duration
 	rollbackRecovered     time.Duration
@@ -273,7 +276,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	if err := l.pollingChange(ctx, c.interval, lat); err != nil {
 		return nil, op.explain(err)
 	}
-	if err := l.driftCorrections(ctx, c.drifts, lat); err != nil {
+	if err := l.driftCorrections(ctx, c.drifts, c.interval, lat); err != nil {
 		return nil, op.explain(err)
 	}
 	if err := l.rollback(ctx, lat); err != nil {
@@ -432,9 +435,17 @@ func (l *live) pollingChange(ctx context.Context, interval time.Duration, lat *l
 
 // driftCorrections: someone changes a Deployment's image; timed from the change's response
 // to the watch seeing Git's image again.
-func (l *live) driftCorrections(ctx context.Context, samples int, lat *latencies) error {
-	progress("N=%d: %d drift corrections", l.n, samples)
+func (l *live) driftCorrections(ctx context.Context, samples int, interval time.Duration, lat *latencies) error {
+	// The samples are spread over one interval, so that they meet the fleet both quiet and
+	// busy with its interval's look (which a commit to the shared repository turns into a
+	// status write of every release) in proportion.
+	pace := max(interval/time.Duration(samples), 100*time.Millisecond)
+	progress("N=%d: %d drift corrections, one every %s", l.n, samples, pace)
+	first := time.Now()
 	for s := range samples {
+		if err := sleep(ctx, time.Until(first.Add(time.Duration(s)*pace))); err != nil {
+			return err
+		}
 		i := (s*104729 + 7) % l.n
 		d := &appsv1.Deployment{}
 		if err := l.cl.Get(ctx, client.ObjectKey{Namespace: namespace, Name: appName(i)}, d); err != nil {
@@ -456,7 +467,8 @@ func (l *live) driftCorrections(ctx context.Context, samples int, lat *latencies
 			return err
 		}
 		lat.drift = append(lat.drift, at.Sub(start))
-		time.Sleep(100 * time.Millisecond)
+		lat.driftAt = append(lat.driftAt, start.Sub(first))
+		lat.driftApp = append(lat.driftApp, fmt.Sprintf("%s at %s", appName(i), start.Format("15:04:05.000")))
 	}
 	return nil
 }
