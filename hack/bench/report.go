@@ -80,7 +80,7 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 
 func runHeader(c config) string {
 	if c.repeat > 1 {
-		return "run\t"
+		return "#\t"
 	}
 	return ""
 }
