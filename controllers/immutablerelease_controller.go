@@ -100,7 +100,10 @@ type Options struct {
 }
 
 type lastCheck struct {
-	at         time.Time
+	at time.Time
+	// listedAt is when the listing the check used was made, which can be before at: a
+	// listing made for another release is reused. A push after it is not in the check.
+	listedAt   time.Time
 	generation int64
 	token      string
 	// revision, commit and objects are what the check fetched and prepared; err is its
@@ -202,10 +205,10 @@ func jittered(d time.Duration, p float64) time.Duration {
 // this process, after a spec change, a reconcile request or a push announced by a webhook,
 // and once per interval. notBefore is how old a listing of the remote, made for another
 // release on the same repository, may be to serve this one: as of now when someone asked
-// (likely right after a push), as of the push when a webhook announced one, and an interval
-// when polling: a fleet on one repository lists it once an interval, and a commit is seen
-// within two intervals at worst (as with Flux's source and Kustomization intervals); the
-// webhook makes it seconds.
+// (likely right after a push), as of the push when a webhook announced one, and the shortest
+// jittered interval when polling: a fleet on one repository lists it about once an interval,
+// and a commit is seen within two intervals at worst (as with Flux's source and
+// Kustomization intervals); the webhook makes it seconds.
 func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease) (due bool, notBefore time.Time) {
 	now := time.Now()
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
@@ -217,7 +220,7 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease)
 	if r.asked(obj) {
 		return true, now
 	}
-	if p, ok := r.pushes.Load(key); ok && p.(pushed).at.After(c.at) {
+	if p, ok := r.pushes.Load(key); ok && p.(pushed).at.After(c.listedAt) {
 		return true, p.(pushed).at
 	}
 	var f *failure
@@ -244,7 +247,7 @@ func (r *ImmutableReleaseReconciler) asked(obj *v1alpha1.ImmutableRelease) bool 
 // until the next one.
 func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, checked time.Time, err error) {
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	c := lastCheck{at: checked, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
+	c := lastCheck{at: checked, listedAt: s.listedAt, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
 	for _, o := range s.objects {
 		c.objects = append(c.objects, o.DeepCopy())
 	}

@@ -281,3 +281,24 @@ func TestIntervalJitter(t *testing.T) {
 	g.Expect(due).To(BeTrue())
 	g.Expect(time.Since(notBefore)).To(BeNumerically("~", 57*time.Second, time.Second))
 }
+
+// TestPushAfterReusedListing: a check made after a push, but with a listing made before it
+// (reused from another release's check), did not see the push: the push is still due.
+func TestPushAfterReusedListing(t *testing.T) {
+	g := NewWithT(t)
+	r := &ImmutableReleaseReconciler{}
+	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app", Generation: 1},
+		Spec:   v1alpha1.ImmutableReleaseSpec{Interval: metav1.Duration{Duration: time.Minute}},
+		Status: v1alpha1.ImmutableReleaseStatus{LastAttemptedRevision: "main@sha1:0123"}}
+	key := client.ObjectKeyFromObject(obj)
+	pushedAt := time.Now().Add(-time.Second)
+	r.pushes.Store(key, pushed{at: pushedAt})
+	r.checks.Store(key, lastCheck{at: pushedAt.Add(100 * time.Millisecond), listedAt: pushedAt.Add(-10 * time.Second), generation: 1})
+	due, notBefore := r.gitCheckDue(obj)
+	g.Expect(due).To(BeTrue())
+	g.Expect(notBefore).To(Equal(pushedAt))
+
+	r.checks.Store(key, lastCheck{at: pushedAt.Add(100 * time.Millisecond), listedAt: pushedAt.Add(50 * time.Millisecond), generation: 1})
+	due, _ = r.gitCheckDue(obj)
+	g.Expect(due).To(BeFalse(), "a listing made after the push saw it")
+}

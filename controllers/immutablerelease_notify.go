@@ -132,7 +132,7 @@ func (r *ImmutableReleaseReconciler) fetchHead(ctx context.Context, obj *v1alpha
 		return "", err
 	}
 	ref := gitReference(obj)
-	hash, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
+	hash, _, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	if err != nil {
 		return "", err
 	}

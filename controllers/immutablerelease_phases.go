@@ -30,6 +30,8 @@ import (
 type scope struct {
 	obj      *v1alpha1.ImmutableRelease
 	revision string
+	// listedAt is when the listing that gave revision was made: the remote as of then.
+	listedAt time.Time
 	commit   git.Commit
 	dir      string
 	// objects are prepared for apply: namespaces set, owner labels added.
@@ -209,12 +211,12 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	}
 	ref := gitReference(obj)
 	listStart := time.Now()
-	hash, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
+	hash, listedAt, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
 	if err != nil {
 		return nil, retry(v1alpha1.GitOperationFailedReason, err)
 	}
-	s.revision = git.Revision(ref, hash)
+	s.revision, s.listedAt = git.Revision(ref, hash), listedAt
 	obj.Status.LastAttemptedRevision = s.revision
 	checkoutStart := time.Now()
 	dir, commit, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)

@@ -124,27 +124,29 @@ func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth
 	if fresh {
 		notBefore = time.Now()
 	}
-	return c.ResolveSince(ctx, repoURL, ref, auth, notBefore)
+	hash, _, err := c.ResolveSince(ctx, repoURL, ref, auth, notBefore)
+	return hash, err
 }
 
 // ResolveSince lists the remote and returns the commit hash ref points at, reusing an
 // answer for the same URL, reference and credentials listed at or after notBefore: many
 // releases on one repository cost one ls-remote per interval, and after a push announced at
 // time T, one listing made after T serves them all. A commit reference still lists the
-// remote, which proves the credentials can read the repository.
-func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference, auth *Auth, notBefore time.Time) (string, error) {
+// remote, which proves the credentials can read the repository. listedAt is when the listing
+// that answered began: the answer is the remote as of then.
+func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference, auth *Auth, notBefore time.Time) (hash string, listedAt time.Time, err error) {
 	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		h, ok := c.heads[key]
 		c.mu.Unlock()
 		if ok && !h.at.Before(notBefore) {
-			return h.hash, nil
+			return h.hash, h.at, nil
 		}
 		if attempt == 2 {
 			// Two listings joined were both older than asked: only possible with a clock
 			// jump; the last answer is as fresh as this process can give.
-			return h.hash, nil
+			return h.hash, h.at, nil
 		}
 		// Joining a listing in flight that began before notBefore gives an older answer:
 		// the loop then lists once more.
@@ -160,7 +162,7 @@ func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference,
 			return nil, nil
 		})
 		if err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
 	}
 }
