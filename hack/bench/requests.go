@@ -70,56 +70,87 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 	}
 	healthyStatus := []byte(`{"status":{"conditions":[{"type":"Ready","status":"True","reason":"ReconciliationSucceeded","message":"Applied","lastTransitionTime":"2026-11-27T07:42:35Z","observedGeneration":1},{"type":"Healthy","status":"True","reason":"Succeeded","message":"all healthy","lastTransitionTime":"2026-11-27T07:42:35Z","observedGeneration":1}]}}`)
 
+	// The releases as read once, for the writes that send whole objects (update, not patch).
+	releases := make([]*v1alpha1.ImmutableRelease, n)
+	readReleases := func() error {
+		list := &v1alpha1.ImmutableReleaseList{}
+		if err := cl.List(ctx, list, client.InNamespace(namespace)); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			var k int
+			if _, err := fmt.Sscanf(list.Items[i].Name, "app-%d", &k); err == nil && k < n {
+				releases[k] = &list.Items[i]
+			}
+		}
+		return nil
+	}
 	steps := []struct {
 		what, perRelease string
+		setup            func() error // not measured
 		do               func(i int) error
 	}{
-		{"read of an object that does not exist yet (ssa; none when the watch cache shows it absent)", "0", func(i int) error {
+		{"read of an object that does not exist yet (ssa; none when the watch cache shows it absent)", "0", nil, func(i int) error {
 			u := deployment(i)
 			return client.IgnoreNotFound(cl.Get(ctx, client.ObjectKeyFromObject(u), u))
 		}},
-		{"dry-run apply creating a Deployment (ssa)", "1", func(i int) error {
+		{"dry-run apply creating a Deployment (ssa)", "1", nil, func(i int) error {
 			return cl.Patch(ctx, deployment(i), client.Apply, client.DryRunAll, client.ForceOwnership, owner)
 		}},
-		{"dry-run apply creating a Service (ssa)", "1", func(i int) error {
+		{"dry-run apply creating a Service (ssa)", "1", nil, func(i int) error {
 			return cl.Patch(ctx, service(i), client.Apply, client.DryRunAll, client.ForceOwnership, owner)
 		}},
-		{"apply creating a Deployment (kubectl's too)", "1", func(i int) error {
+		{"apply creating a Deployment (kubectl's too)", "1", nil, func(i int) error {
 			return cl.Patch(ctx, deployment(i), client.Apply, client.ForceOwnership, owner)
 		}},
-		{"apply creating a Service (kubectl's too)", "1", func(i int) error {
+		{"apply creating a Service (kubectl's too)", "1", nil, func(i int) error {
 			return cl.Patch(ctx, service(i), client.Apply, client.ForceOwnership, owner)
 		}},
-		{"read of the Git Secret", "1", func(int) error {
+		{"read of the Git Secret", "1", nil, func(int) error {
 			return cl.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "git"}, &corev1.Secret{})
 		}},
-		{"read of a Deployment (none since it is watched whole)", "0", func(i int) error {
+		{"read of a Deployment (none since it is watched whole)", "0", nil, func(i int) error {
 			u := deployment(i)
 			return cl.Get(ctx, client.ObjectKeyFromObject(u), u)
 		}},
-		{"one pod, for the listing below", "-", func(i int) error {
+		{"one pod, for the listing below", "-", nil, func(i int) error {
 			return cl.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: appName(i), Labels: map[string]string{"app": appName(i)}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image(i, 1)}}}})
 		}},
-		{"pods of a Deployment, listed once healthy", "1", func(i int) error {
+		{"pods of a Deployment, listed once healthy", "1", nil, func(i int) error {
 			return cl.List(ctx, &corev1.PodList{}, client.InNamespace(namespace), client.MatchingLabels{"app": appName(i)})
 		}},
-		{"create of an ImmutableRelease (the user's)", "-", func(i int) error {
+		{"create of an ImmutableRelease (the user's)", "-", nil, func(i int) error {
 			r := release(i)
 			r.Spec = v1alpha1.ImmutableReleaseSpec{Git: v1alpha1.GitSource{URL: "http://127.0.0.1:1/fleet.git", Ref: v1alpha1.GitReference{Branch: "main"},
 				SecretRef: &meta.LocalObjectReference{Name: "git"}}, Path: appPath(i), Interval: metav1.Duration{Duration: time.Minute}, Prune: true}
 			return cl.Create(ctx, r)
 		}},
-		{"patch adding the finalizer", "1", func(i int) error {
+		{"patch adding the finalizer", "1", nil, func(i int) error {
 			return cl.Patch(ctx, release(i), client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":["`+v1alpha1.Finalizer+`"]}}`)))
 		}},
-		{"status patch: revision applied, rolling out", "1", func(i int) error {
+		{"status patch: revision applied, rolling out", "1", nil, func(i int) error {
 			return cl.Status().Patch(ctx, release(i), client.RawPatch("application/merge-patch+json", firstStatus(i)))
 		}},
-		{"status patch: healthy", "1", func(i int) error {
+		{"status patch: healthy", "1", nil, func(i int) error {
 			return cl.Status().Patch(ctx, release(i), client.RawPatch("application/merge-patch+json", healthyStatus))
 		}},
-		{"event (Applied, Healthy)", "2", func(i int) error {
+		{"the same status written whole (update, not patch): no change", "-", readReleases, func(i int) error {
+			return cl.Status().Update(ctx, releases[i])
+		}},
+		{"status written whole (update, not patch): healthy again, new time", "-", readReleases, func(i int) error {
+			r := releases[i]
+			for c := range r.Status.Conditions {
+				r.Status.Conditions[c].LastTransitionTime = metav1.Now()
+			}
+			return cl.Status().Update(ctx, r)
+		}},
+		{"a label added with an update (not patch), as a finalizer would be", "-", readReleases, func(i int) error {
+			r := releases[i]
+			r.Labels = map[string]string{"bench": "update"}
+			return cl.Update(ctx, r)
+		}},
+		{"event (Applied, Healthy)", "2", nil, func(i int) error {
 			return cl.Create(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%d", appName(i), time.Now().UnixNano()), Namespace: namespace},
 				Regarding: corev1.ObjectReference{Kind: "ImmutableRelease", APIVersion: v1alpha1.GroupVersion.String(), Namespace: namespace, Name: appName(i)},
 				Reason:    "Applied", Action: "Apply", Note: "Applied revision " + revision + ": 2 created", Type: corev1.EventTypeNormal,
@@ -128,6 +159,11 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 	}
 	var out []requestCost
 	for _, st := range steps {
+		if st.setup != nil {
+			if err := st.setup(); err != nil {
+				return nil, fmt.Errorf("%s: %w", st.what, err)
+			}
+		}
 		before := processCPU(c.root)
 		err := inParallel(n, 10, func(i int) error {
 			if err := st.do(i); err != nil {
