@@ -70,8 +70,8 @@ type ImmutableReleaseReconciler struct {
 	// notifications queues those releases (see Notify).
 	pushes        sync.Map // types.NamespacedName -> pushed
 	notifications chan event.GenericEvent
-	// outdated holds, per release, the resourceVersion this process last wrote over: a
-	// cached copy still at it is older than what the API server has.
+	// outdated holds, per release, the resourceVersion this process last wrote over (an
+	// overwritten): a cached copy still at it is older than what the API server has.
 	outdated sync.Map
 	// snapshots holds, per release, the live objects last found equal to Git.
 	snapshots sync.Map // types.NamespacedName -> snapshot
@@ -153,9 +153,11 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if rv, ok := r.outdated.Load(req.NamespacedName); ok && rv == obj.ResourceVersion {
-		// The cache has not yet seen this process's own last write: working from this copy
-		// would redo that work and then lose the status write to a conflict.
+	wait, err := r.fresh(ctx, obj)
+	if err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if wait {
 		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 
@@ -180,6 +182,32 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, nil
 	}
 	return r.reconcile(ctx, obj)
+}
+
+// overwritten is a resourceVersion of a release that this process wrote over, and when.
+type overwritten struct {
+	resourceVersion string
+	at              time.Time
+}
+
+// cacheLagTolerance is how long a reconcile waits for the cache to show the release's own
+// last write before it reads the release from the API server instead.
+const cacheLagTolerance = 200 * time.Millisecond
+
+// fresh makes obj, read from the cache, at least as new as this process's own last write
+// to it. A cached copy older than that write would redo its work and then lose the status
+// write to a conflict. The cache is given a moment (wait); beyond it, since a busy API
+// server can hold watch events back for seconds and a drift correction would wait as
+// long, the release is read from the API server.
+func (r *ImmutableReleaseReconciler) fresh(ctx context.Context, obj *v1alpha1.ImmutableRelease) (wait bool, err error) {
+	o, ok := r.outdated.Load(client.ObjectKeyFromObject(obj))
+	if !ok || o.(overwritten).resourceVersion != obj.ResourceVersion {
+		return false, nil
+	}
+	if time.Since(o.(overwritten).at) < cacheLagTolerance {
+		return true, nil
+	}
+	return false, r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 }
 
 // requeue is the jittered interval, or the health poll while a rollout is in progress.

@@ -302,3 +302,40 @@ func TestPushAfterReusedListing(t *testing.T) {
 	due, _ = r.gitCheckDue(obj)
 	g.Expect(due).To(BeFalse(), "a listing made after the push saw it")
 }
+
+// TestCacheBehindOwnWrite: a cached copy older than this process's own last write waits a
+// moment for the cache, then is read from the API server instead of waiting on.
+func TestCacheBehindOwnWrite(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	obj := newRelease(t, ns, newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1)), "app",
+		func(o *v1alpha1.ImmutableRelease) { o.Spec.Suspend = true })
+	stale := get(g, obj)
+	cur := stale.DeepCopy()
+	patch := client.MergeFrom(cur.DeepCopy())
+	cur.Annotations = map[string]string{"example.com/note": "newer"}
+	g.Expect(k8s.Patch(ctx, cur, patch)).To(Succeed())
+
+	r := &ImmutableReleaseReconciler{APIReader: k8s}
+	key := client.ObjectKeyFromObject(obj)
+	copyOf := stale.DeepCopy()
+	r.outdated.Store(key, overwritten{resourceVersion: stale.ResourceVersion, at: time.Now()})
+	wait, err := r.fresh(ctx, copyOf)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(wait).To(BeTrue(), "the cache gets a moment")
+	g.Expect(copyOf.ResourceVersion).To(Equal(stale.ResourceVersion))
+
+	r.outdated.Store(key, overwritten{resourceVersion: stale.ResourceVersion, at: time.Now().Add(-time.Second)})
+	wait, err = r.fresh(ctx, copyOf)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(wait).To(BeFalse())
+	g.Expect(copyOf.ResourceVersion).NotTo(Equal(stale.ResourceVersion), "read from the API server")
+	g.Expect(copyOf.Annotations).To(HaveKeyWithValue("example.com/note", "newer"))
+
+	r.outdated.Store(key, overwritten{resourceVersion: "1", at: time.Now().Add(-time.Second)})
+	again := stale.DeepCopy()
+	wait, err = r.fresh(ctx, again)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(wait).To(BeFalse())
+	g.Expect(again.ResourceVersion).To(Equal(stale.ResourceVersion), "a copy newer than the write is used as it is")
+}

@@ -97,7 +97,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	if perr == nil {
 		r.pendingCorrections.written(key, corrections)
 		if obj.ResourceVersion != before.ResourceVersion {
-			r.outdated.Store(key, before.ResourceVersion)
+			r.outdated.Store(key, overwritten{resourceVersion: before.ResourceVersion, at: time.Now()})
 		}
 	}
 	if perr != nil {

@@ -107,3 +107,31 @@ func saveAPIMetrics(ctx context.Context, cfg *rest.Config, phase string) error {
 	}
 	return os.WriteFile(filepath.Join(dir, phase+".txt"), b, 0o644)
 }
+
+// apiServerProfile, when BENCH_API_PROFILES names a directory, takes a CPU profile of
+// kube-apiserver for the next few seconds into dir/name.pprof; wait returns when it is
+// written. Without the variable it does nothing.
+func apiServerProfile(ctx context.Context, cfg *rest.Config, name string) (wait func() error) {
+	dir := os.Getenv("BENCH_API_PROFILES")
+	if dir == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			b, err := cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "4").DoRaw(ctx)
+			if err != nil {
+				return fmt.Errorf("profiling kube-apiserver: %w", err)
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, name+".pprof"), b, 0o644)
+		}()
+	}()
+	return func() error { return <-done }
+}

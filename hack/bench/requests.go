@@ -158,12 +158,13 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 		}},
 	}
 	var out []requestCost
-	for _, st := range steps {
+	for k, st := range steps {
 		if st.setup != nil {
 			if err := st.setup(); err != nil {
 				return nil, fmt.Errorf("%s: %w", st.what, err)
 			}
 		}
+		profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("step-%02d", k+1))
 		before := processCPU(c.root)
 		err := inParallel(n, 10, func(i int) error {
 			if err := st.do(i); err != nil {
@@ -179,6 +180,9 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 			return nil, err
 		}
 		used := processCPU(c.root).since(before)
+		if err := profiled(); err != nil {
+			return nil, err
+		}
 		out = append(out, requestCost{what: st.what, perRelease: st.perRelease,
 			apiServer: used["kube-apiserver"] / time.Duration(n), etcd: used["etcd"] / time.Duration(n)})
 	}
