@@ -210,12 +210,19 @@ func (r *ImmutableReleaseReconciler) fresh(ctx context.Context, obj *v1alpha1.Im
 	return false, r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 }
 
+// lookPriority is the queue priority of a release's next look, at the interval or at a
+// health poll: below the changes that cannot wait (drift, a push that changed the release's
+// path, at changedPriority). Without it a requeue keeps the priority of the event that last
+// brought the release, and a fleet's interval looks, a thousand at once after a push, queue
+// drift corrections behind them.
+const lookPriority = 0
+
 // requeue is the jittered interval, or the health poll while a rollout is in progress.
 func (r *ImmutableReleaseReconciler) requeue(obj *v1alpha1.ImmutableRelease, polling time.Duration) ctrl.Result {
 	if polling > 0 {
-		return ctrl.Result{RequeueAfter: polling}
+		return ctrl.Result{RequeueAfter: polling, Priority: new(lookPriority)}
 	}
-	return ctrl.Result{RequeueAfter: jittered(obj.GetRequeueAfter(), r.Options.IntervalJitter)}
+	return ctrl.Result{RequeueAfter: jittered(obj.GetRequeueAfter(), r.Options.IntervalJitter), Priority: new(lookPriority)}
 }
 
 // shortestInterval is the soonest a jittered interval brings a release back: the interval's

@@ -266,6 +266,10 @@ func TestIntervalJitter(t *testing.T) {
 	}
 	g.Expect(len(seen)).To(BeNumerically(">", 50))
 
+	// The next look is queued below changes, whatever brought the release last.
+	g.Expect((&ImmutableReleaseReconciler{}).requeue(&v1alpha1.ImmutableRelease{}, 0).Priority).To(HaveValue(Equal(lookPriority)))
+	g.Expect((&ImmutableReleaseReconciler{}).requeue(&v1alpha1.ImmutableRelease{}, time.Second).Priority).To(HaveValue(BeNumerically("<", changedPriority)))
+
 	// A release brought back early by the jitter checks Git then, with a listing made since
 	// the shortest interval, instead of waiting for the interval after.
 	r := &ImmutableReleaseReconciler{Options: Options{IntervalJitter: 0.05}}
