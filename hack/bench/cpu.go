@@ -109,9 +109,9 @@ func saveAPIMetrics(ctx context.Context, cfg *rest.Config, phase string) error {
 }
 
 // apiServerProfile, when BENCH_API_PROFILES names a directory, takes a CPU profile of
-// kube-apiserver for the next few seconds into dir/name.pprof; wait returns when it is
+// kube-apiserver for the next seconds into dir/name.pprof; wait returns when it is
 // written. Without the variable it does nothing.
-func apiServerProfile(ctx context.Context, cfg *rest.Config, name string) (wait func() error) {
+func apiServerProfile(ctx context.Context, cfg *rest.Config, name string, seconds int) (wait func() error) {
 	dir := os.Getenv("BENCH_API_PROFILES")
 	if dir == "" {
 		return func() error { return nil }
@@ -123,7 +123,7 @@ func apiServerProfile(ctx context.Context, cfg *rest.Config, name string) (wait 
 			if err != nil {
 				return err
 			}
-			b, err := cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "4").DoRaw(ctx)
+			b, err := cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).DoRaw(ctx)
 			if err != nil {
 				return fmt.Errorf("profiling kube-apiserver: %w", err)
 			}

@@ -198,6 +198,33 @@ func (t *tracker) waitAll(ctx context.Context, what string, n int, timeout time.
 	}
 }
 
+// whenAll notes, in the background, the first time n objects are done, checking as often
+// as waitAll; the function returned gives that time, zero until then.
+func (t *tracker) whenAll(ctx context.Context, n int, isDone func(runtime.Object) bool) func() time.Time {
+	var mu sync.Mutex
+	var at time.Time
+	go func() {
+		for {
+			if done, _ := t.count(isDone); done >= n {
+				mu.Lock()
+				at = time.Now()
+				mu.Unlock()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return at
+	}
+}
+
 // deploymentAvailable: the current template is rolled out and available.
 func deploymentAvailable(o runtime.Object) bool {
 	d, ok := o.(*appsv1.Deployment)

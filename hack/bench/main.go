@@ -35,6 +35,7 @@ type config struct {
 	samples    int
 	drifts     int
 	skipFloor  bool
+	latencies  bool
 	requests   bool
 	root       string
 }
@@ -48,6 +49,7 @@ func main() {
 	flag.DurationVar(&c.interval, "interval", time.Minute, "spec.interval of every release; the steady state is measured over one.")
 	flag.IntVar(&c.samples, "samples", 20, "Samples for the webhook latency (each waits for the whole fleet to record the commit).")
 	flag.IntVar(&c.drifts, "drift-samples", 100, "Samples for the drift latency.")
+	flag.BoolVar(&c.latencies, "latencies", true, "Measure the steady state and the latencies with the largest fleet after its cold start (false: cold starts only).")
 	flag.BoolVar(&c.skipFloor, "skip-floor", false, "Do not measure the floor (kubectl apply of the same objects).")
 	flag.BoolVar(&c.requests, "request-costs", false, "Only measure the CPU each kind of request a release makes costs kube-apiserver and etcd.")
 	flag.Parse()
@@ -118,7 +120,7 @@ func run(ctx context.Context, c config) error {
 			}
 			progress("%s: the operator: %d releases created, until all are Ready", at, n)
 			// The latencies are measured once, with the largest fleet, in its last run.
-			lat, err := measureOperator(ctx, c, n, &row, n == largest && run == c.repeat && live == nil)
+			lat, err := measureOperator(ctx, c, n, &row, c.latencies && n == largest && run == c.repeat && live == nil)
 			if err != nil {
 				return fmt.Errorf("operator at %s: %w", at, err)
 			}

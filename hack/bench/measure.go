@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,6 +22,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,12 +34,15 @@ import (
 
 // coldStart is one row of the table.
 type coldStart struct {
-	n            int
-	run          int // of -repeat
-	floor        time.Duration
-	applied      time.Duration // all releases applied, health not awaited
-	ready        time.Duration // all releases Ready
-	peakRSS      int64         // bytes
+	n       int
+	run     int // of -repeat
+	floor   time.Duration
+	applied time.Duration // all releases applied, health not awaited
+	ready   time.Duration // all releases Ready
+	// available is when every Deployment was Available in the operator's run: what is
+	// left of ready after it is the operator noticing and recording the verdicts.
+	available    time.Duration
+	peakRSS      int64 // bytes
 	apiRequests  float64
 	gitLists     float64
 	gitFetches   float64
@@ -46,9 +52,10 @@ type coldStart struct {
 	// with the API requests the manager made.
 	applyOnly         time.Duration
 	applyOnlyRequests float64
-	// floorCPU and readyCPU are the CPU time each process used until the floor's
-	// Deployments were all Available, and until all releases were Ready.
-	floorCPU, readyCPU cpuTimes
+	// floorCPU, applyOnlyCPU and readyCPU are the CPU time each process used until the
+	// floor's Deployments were all Available, until all releases were applied without
+	// rollouts, and until all releases were Ready.
+	floorCPU, applyOnlyCPU, readyCPU cpuTimes
 }
 
 // latencies are measured with the largest fleet live.
@@ -71,11 +78,22 @@ type latencies struct {
 }
 
 func startControlPlane(ctx context.Context, c config, workloads bool) (*controlplane.ControlPlane, error) {
-	return controlplane.Start(ctx, controlplane.Options{
+	opts := controlplane.Options{
 		Workloads:         workloads,
 		BinDir:            filepath.Join(c.root, "bin"),
 		CRDDirectoryPaths: []string{filepath.Join(c.root, "config", "crd", "bases")},
-	})
+	}
+	if os.Getenv("BENCH_KEEP_LOGS") != "" {
+		// Kept after the run, with the manager's: kube-apiserver traces requests slower
+		// than half a second, step by step.
+		dir, err := os.MkdirTemp("", "bench-controlplane-")
+		if err != nil {
+			return nil, err
+		}
+		opts.LogDir = dir
+		progress("The control plane's logs: %s", dir)
+	}
+	return controlplane.Start(ctx, opts)
 }
 
 // measureFloor applies the same Deployments and Services with kubectl, no operator, on a
@@ -107,6 +125,7 @@ func measureFloor(ctx context.Context, c config, n int, row *coldStart) error {
 	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} })
 	cpu0 := processCPU(c.root)
 	start := time.Now()
+	profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("floor-%d", n), coldStartProfileSeconds(n))
 	out, err := exec.CommandContext(ctx, filepath.Join(c.root, "bin", "kubectl"), "--kubeconfig", cp.KubeconfigPath,
 		"apply", "--server-side", "-n", namespace, "-f", file).CombinedOutput()
 	if err != nil {
@@ -118,6 +137,9 @@ func measureFloor(ctx context.Context, c config, n int, row *coldStart) error {
 	}
 	row.floor, row.floorCPU = end.Sub(start), processCPU(c.root).since(cpu0)
 	progress("N=%d: floor %s; CPU used: %s", n, row.floor.Round(100*time.Millisecond), row.floorCPU)
+	if err := profiled(); err != nil {
+		return err
+	}
 	return saveAPIMetrics(ctx, cp.Config, fmt.Sprintf("floor-%d", n))
 }
 
@@ -174,7 +196,37 @@ func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet,
 	if f.op, err = startManager(c, kubeconfig); err != nil {
 		return nil, err
 	}
+	if err := crdSettled(ctx, f.cl); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// crdSettled waits until the ImmutableRelease CRD has been Established for two seconds:
+// kube-apiserver holds any create of a custom resource for 2 s while its CRD is that new
+// (so that the other API servers of a highly available control plane have seen it too).
+// In a cluster the CRDs are installed with the operator, long before the first release;
+// without this wait a cold start on a fresh control plane would count that hold.
+func crdSettled(ctx context.Context, cl client.Client) error {
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+	if err := cl.Get(ctx, client.ObjectKey{Name: "immutablereleases." + v1alpha1.GroupVersion.Group}, crd); err != nil {
+		return err
+	}
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] != "Established" || m["status"] != "True" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, fmt.Sprint(m["lastTransitionTime"]))
+		if err != nil {
+			return fmt.Errorf("the CRD's Established condition: %w", err)
+		}
+		// Whole seconds: the condition's time is rounded down.
+		return sleep(ctx, time.Until(at.Add(3*time.Second)))
+	}
+	return errors.New("the ImmutableRelease CRD is not Established")
 }
 
 func (f *fleet) stop() {
@@ -201,6 +253,7 @@ func measureApplyOnly(ctx context.Context, c config, n int, row *coldStart) erro
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	releases := track(tctx, f.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} })
+	cpu0 := processCPU(c.root)
 	start := time.Now()
 	if err := createReleases(ctx, f.cl, f.repo.URL(), n, c.interval); err != nil {
 		return err
@@ -209,13 +262,13 @@ func measureApplyOnly(ctx context.Context, c config, n int, row *coldStart) erro
 	if err != nil {
 		return f.op.explain(err)
 	}
-	row.applyOnly = appliedAt.Sub(start)
+	row.applyOnly, row.applyOnlyCPU = appliedAt.Sub(start), processCPU(c.root).since(cpu0)
 	m, err := f.op.metrics()
 	if err != nil {
 		return err
 	}
 	row.applyOnlyRequests = m.api()
-	progress("N=%d: all applied after %s without rollouts", n, row.applyOnly.Round(100*time.Millisecond))
+	progress("N=%d: all applied after %s without rollouts; CPU used: %s", n, row.applyOnly.Round(100*time.Millisecond), row.applyOnlyCPU)
 	return nil
 }
 
@@ -232,13 +285,17 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	releases := track(tctx, cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} })
+	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} })
+	availableAt := deployments.whenAll(tctx, n, deploymentAvailable)
 
 	cpu0 := processCPU(c.root)
 	start := time.Now()
+	profiled := apiServerProfile(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n), coldStartProfileSeconds(n))
 	if err := createReleases(ctx, cl, repo.URL(), n, c.interval); err != nil {
 		return nil, err
 	}
 	row.createdAfter = time.Since(start)
+	progress("N=%d: %d releases created in %s", n, n, row.createdAfter.Round(10*time.Millisecond))
 	appliedAt, err := releases.waitAll(ctx, "releases applied", n, 30*time.Minute, releaseApplied)
 	if err != nil {
 		return nil, op.explain(err)
@@ -249,8 +306,14 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 		return nil, op.explain(err)
 	}
 	row.ready = readyAt.Sub(start)
+	if at := availableAt(); !at.IsZero() {
+		row.available = at.Sub(start)
+	}
 	row.readyCPU = processCPU(c.root).since(cpu0)
 	progress("N=%d: CPU used until all were Ready: %s", n, row.readyCPU)
+	if err := profiled(); err != nil {
+		return nil, err
+	}
 	if err := saveAPIMetrics(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n)); err != nil {
 		return nil, err
 	}
@@ -260,7 +323,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	}
 	row.apiRequests, row.gitLists, row.gitFetches, row.reconciles = m.api(), m.sum("immutable_release_git_lists_total"), m.sum("immutable_release_git_fetches_total"), m.sum("immutable_release_reconcile_total")
 	row.peakRSS = op.peakRSS()
-	progress("N=%d: all applied after %s, Ready after %s; manager peak RSS %d MiB", n, row.applied.Round(100*time.Millisecond), row.ready.Round(100*time.Millisecond), row.peakRSS>>20)
+	progress("N=%d: all applied after %s, Deployments all Available after %s, releases Ready after %s; manager peak RSS %d MiB", n, row.applied.Round(100*time.Millisecond), row.available.Round(100*time.Millisecond), row.ready.Round(100*time.Millisecond), row.peakRSS>>20)
 	if !measureLatencies {
 		return nil, nil
 	}
@@ -283,6 +346,13 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 		return nil, op.explain(err)
 	}
 	return lat, nil
+}
+
+// coldStartProfileSeconds is how long kube-apiserver is profiled from the start of a cold
+// start of n (BENCH_API_PROFILES): about half of what the floor takes on this machine, so
+// that the floor's and the operator's profiles cover the same work.
+func coldStartProfileSeconds(n int) int {
+	return max(5, n/20)
 }
 
 func createReleases(ctx context.Context, cl client.Client, url string, n int, interval time.Duration) error {

@@ -164,7 +164,7 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 				return nil, fmt.Errorf("%s: %w", st.what, err)
 			}
 		}
-		profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("step-%02d", k+1))
+		profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("step-%02d", k+1), 4)
 		before := processCPU(c.root)
 		err := inParallel(n, 10, func(i int) error {
 			if err := st.do(i); err != nil {
