@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,9 +33,23 @@ func buildManager(root string) error {
 	return nil
 }
 
-// startManager runs bin/manager against the control plane, as an administrator (the
-// benchmark measures the operator, not RBAC), and waits until it is ready.
+// errPortTaken: a port picked free was taken by another process before the manager bound it.
+var errPortTaken = errors.New("a port picked for the manager was taken before it could listen")
+
+// startManager runs bin/manager against the control plane, as its service account (see
+// managerIdentity), and waits until it is ready. Its ports are picked free just before it
+// starts; when another process takes one in between, it starts again on new ones.
 func startManager(c config, kubeconfig string) (*manager, error) {
+	for attempt := 1; ; attempt++ {
+		m, err := startManagerOnce(c, kubeconfig)
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			return m, err
+		}
+		progress("%v; starting it again", err)
+	}
+}
+
+func startManagerOnce(c config, kubeconfig string) (*manager, error) {
 	dir, err := os.MkdirTemp("", "bench-manager-")
 	if err != nil {
 		return nil, err
@@ -65,6 +80,10 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		select {
 		case err := <-m.exited:
+			if log, _ := os.ReadFile(m.log); strings.Contains(string(log), "address already in use") {
+				os.RemoveAll(dir)
+				return nil, errPortTaken
+			}
 			return nil, fmt.Errorf("the manager exited: %v (log: %s)", err, m.log)
 		default:
 		}
