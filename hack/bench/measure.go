@@ -84,8 +84,7 @@ func startControlPlane(ctx context.Context, c config, workloads bool) (*controlp
 		CRDDirectoryPaths: []string{filepath.Join(c.root, "config", "crd", "bases")},
 	}
 	if os.Getenv("BENCH_KEEP_LOGS") != "" {
-		// Kept after the run, with the manager's: kube-apiserver traces requests slower
-		// than half a second, step by step.
+		// Kept after the run, with the manager's log, for finding what a request waited on.
 		dir, err := os.MkdirTemp("", "bench-controlplane-")
 		if err != nil {
 			return nil, err
