@@ -209,8 +209,18 @@ func (c *ControlPlane) RestartAPIServer() error {
 	if err := terminate(pid, apiServerStopGrace); err != nil {
 		return fmt.Errorf("stopping kube-apiserver: %w", err)
 	}
-	if err := api.Stop(); err != nil { // it has exited: only envtest's bookkeeping
-		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	// It has exited: what is left is envtest's bookkeeping, which notes the exit in a
+	// goroutine after reaping the process. Until that goroutine has run, Stop signals the
+	// process and fails because it is gone; a moment later it finds it exited.
+	var stopErr error
+	for try := 0; try < 20; try++ {
+		if stopErr = api.Stop(); stopErr == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if stopErr != nil {
+		return fmt.Errorf("stopping kube-apiserver: %w", stopErr)
 	}
 	// The first log file was closed once the first process held it; append to it.
 	apiLog, err := os.OpenFile(filepath.Join(c.LogDir, "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
