@@ -75,6 +75,7 @@ type latencies struct {
 	rollbackVerdictToPush time.Duration
 	rollbackPushToRevert  time.Duration
 	rollbackRecovered     time.Duration
+	restart               *restartFigures
 }
 
 func startControlPlane(ctx context.Context, c config, workloads bool) (*controlplane.ControlPlane, error) {
@@ -150,6 +151,8 @@ type fleet struct {
 	srv  *testgit.Server
 	repo *testgit.Repo
 	op   *manager
+	// kubeconfig is the manager's identity, for starting it again.
+	kubeconfig string
 }
 
 func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet, err error) {
@@ -188,11 +191,10 @@ func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet,
 			return nil, err
 		}
 	}
-	kubeconfig, err := managerIdentity(ctx, c.root, f.cp.Config, f.cl, f.cp.LogDir)
-	if err != nil {
+	if f.kubeconfig, err = managerIdentity(ctx, c.root, f.cp.Config, f.cl, f.cp.LogDir); err != nil {
 		return nil, err
 	}
-	if f.op, err = startManager(c, kubeconfig); err != nil {
+	if f.op, err = startManager(c, f.kubeconfig); err != nil {
 		return nil, err
 	}
 	if err := crdSettled(ctx, f.cl); err != nil {
@@ -343,6 +345,9 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	}
 	if err := l.rollback(ctx, lat); err != nil {
 		return nil, op.explain(err)
+	}
+	if err := f.restart(ctx, c, releases, lat); err != nil {
+		return nil, f.op.explain(err)
 	}
 	return lat, nil
 }

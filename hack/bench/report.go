@@ -76,6 +76,14 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 	fmt.Fprintf(out, "   slowest: %s\n", slowest(l.drift, l.driftAt, l.driftApp, 3))
 	fmt.Fprintf(out, "\n5. Rollback: health verdict to revert pushed %s (operator's histogram); webhook to revert on the branch %s (includes the 5 s timeout); to Ready on the revert %s\n",
 		ms(l.rollbackVerdictToPush), secs(l.rollbackPushToRevert), secs(l.rollbackRecovered))
+	if r := l.restart; r != nil {
+		fmt.Fprintf(out, "\n6. Restart: a new manager process (new storage, as a new pod) with %d releases Ready and Git unchanged\n", l.n)
+		fmt.Fprintf(out, "   every release looked at after %s, requests settled after %s; git lists %.0f, git fetches %.0f; API requests %.0f (%.1f per release)\n",
+			secs(r.lookedAt), secs(r.settled), r.lists, r.fetches, r.api, r.api/float64(l.n))
+		fmt.Fprintf(out, "   kube-apiserver served (deployments, services, pods, secrets, releases, events; watches aside): %s\n", counts(r.served))
+		fmt.Fprintf(out, "   of which writes: %s\n", counts(r.writes))
+		fmt.Fprintf(out, "   CPU seconds until settled: %s\n", r.cpu)
+	}
 }
 
 func runHeader(c config) string {
