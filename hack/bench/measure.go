@@ -347,7 +347,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 		return nil, op.explain(err)
 	}
 	if err := f.restart(ctx, c, releases, lat); err != nil {
-		return nil, f.op.explain(err)
+		return nil, err
 	}
 	return lat, nil
 }

@@ -45,7 +45,7 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 	progress("N=%d: a restart of the manager: waiting until every release is Ready at %.7s", n, head)
 	atHead := releaseAt(head)
 	if _, err := releases.waitAll(ctx, "releases Ready at the head", n, 3*c.interval, func(o runtime.Object) bool { return releaseReady(o) && atHead(o) }); err != nil {
-		return err
+		return f.op.explain(err)
 	}
 	// Let the last status writes and their watch events pass.
 	if err := sleep(ctx, 5*time.Second); err != nil {
@@ -55,7 +55,9 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 	if err != nil {
 		return err
 	}
-	f.op.stop()
+	old := f.op
+	f.op = nil
+	old.stop()
 	// After the old process is gone, so that the new one's CPU is counted from zero.
 	cpu0 := processCPU(c.root)
 	start := time.Now()
@@ -68,7 +70,7 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 		m, err := f.op.metrics()
 		return err == nil && m.seriesAbove("immutable_release_reconcile_total", 0) >= n
 	}); err != nil {
-		return fmt.Errorf("waiting for the new manager to look at every release: %w", err)
+		return f.op.explain(fmt.Errorf("waiting for the new manager to look at every release: %w", err))
 	}
 	r.lookedAt = time.Since(start)
 	// Settled: no request for two seconds.
@@ -84,7 +86,7 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 		}
 		return time.Since(lastAt) >= 2*time.Second
 	}); err != nil {
-		return fmt.Errorf("waiting for the new manager's requests to settle: %w", err)
+		return f.op.explain(fmt.Errorf("waiting for the new manager's requests to settle: %w", err))
 	}
 	r.settled = lastAt.Sub(start)
 	r.cpu = processCPU(c.root).since(cpu0)
@@ -139,7 +141,7 @@ func servedSince(before, after metricSet) (served, writes map[string]float64) {
 			kind += " (dry run)"
 		}
 		served[kind] += d
-		if l["dry_run"] == "" && !map[string]bool{"GET": true, "LIST": true}[l["verb"]] {
+		if l["dry_run"] == "" && l["verb"] != "GET" && l["verb"] != "LIST" {
 			writes[kind] += d
 		}
 	}
