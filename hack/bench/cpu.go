@@ -94,18 +94,27 @@ func saveAPIMetrics(ctx context.Context, cfg *rest.Config, phase string) error {
 	if dir == "" {
 		return nil
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	b, err := apiServerMetricsText(ctx, cfg)
 	if err != nil {
 		return err
-	}
-	b, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return fmt.Errorf("reading kube-apiserver's metrics: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, phase+".txt"), b, 0o644)
+}
+
+// apiServerMetricsText is kube-apiserver's metrics, in the Prometheus text format.
+func apiServerMetricsText(ctx context.Context, cfg *rest.Config) ([]byte, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading kube-apiserver's metrics: %w", err)
+	}
+	return b, nil
 }
 
 // apiServerProfile, when BENCH_API_PROFILES names a directory, takes a CPU profile of

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -107,16 +107,11 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 
 // apiServerMetrics scrapes kube-apiserver's metrics.
 func apiServerMetrics(ctx context.Context, cfg *rest.Config) (metricSet, error) {
-	cs, err := kubernetes.NewForConfig(cfg)
+	b, err := apiServerMetricsText(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	body, err := cs.RESTClient().Get().AbsPath("/metrics").Stream(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading kube-apiserver's metrics: %w", err)
-	}
-	defer body.Close()
-	return parseMetrics(body)
+	return parseMetrics(bytes.NewReader(b))
 }
 
 // servedSince counts the requests kube-apiserver served between two scrapes for
