@@ -21,10 +21,14 @@ import (
 )
 
 // Limits bound what a release may hold, so one repository cannot exhaust the operator.
+// They apply to kustomize builds as to plain folders: to every
+// file kustomize reads and to what it renders.
 type Limits struct {
-	// MaxFileSize is the largest manifest file read, in bytes.
+	// MaxFileSize is the largest manifest file read, in bytes; for kustomize, also the largest
+	// object it renders.
 	MaxFileSize int64
-	// MaxTotalSize is the most bytes read from all files of a release.
+	// MaxTotalSize is the most bytes read from all files of a release; for kustomize, every
+	// read counts (a base loaded by two overlays counts twice), and so does its output.
 	MaxTotalSize int64
 	// MaxObjects is the most objects one release may hold.
 	MaxObjects int
@@ -54,7 +58,7 @@ func Build(root, path string, limits Limits) ([]Object, error) {
 	}
 	var objects []Object
 	if k := kustomizationFile(dir); k != "" {
-		objects, err = buildKustomization(root, dir, filepath.Join(rel, k))
+		objects, err = buildKustomization(root, dir, filepath.Join(rel, k), limits)
 	} else {
 		objects, err = readDir(root, dir, limits)
 	}

@@ -1,17 +1,19 @@
 package manifest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 
-	kfilesys "github.com/fluxcd/pkg/kustomize/filesys"
+	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/api/types"
 )
 
 // kustomizationFile returns the name of the kustomization file in dir, or "".
 func kustomizationFile(dir string) string {
-	for _, name := range []string{"kustomization.yaml", "kustomization.yml", "Kustomization"} {
+	for _, name := range konfig.RecognizedKustomizationFileNames() {
 		if info, err := os.Stat(filepath.Join(dir, name)); err == nil && !info.IsDir() {
 			return name
 		}
@@ -21,26 +23,60 @@ func kustomizationFile(dir string) string {
 
 // buildKustomization runs kustomize on dir. The file system is confined to the repository
 // root: bases in sibling folders work, anything outside the repository (through .. or a
-// symlink) does not. Plugins and Helm charts are off.
-func buildKustomization(root, dir, file string) ([]Object, error) {
-	fsys, err := kfilesys.MakeFsOnDiskSecure(root)
+// symlink) does not. Plugins and Helm charts are off. Input and output are held to the limits.
+func buildKustomization(root, dir, file string, limits Limits) ([]Object, error) {
+	file = filepath.ToSlash(file)
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, fmt.Errorf("resolving repository root: %w", err)
+	}
+	fsys, err := newKustomizeFS(realRoot, limits)
 	if err != nil {
 		return nil, err
 	}
+	resources, err := runKustomize(fsys, dir)
+	if fsys.refused != nil {
+		return nil, fsys.refused
+	}
+	if err != nil {
+		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: "kustomize build failed: " + err.Error()})
+	}
+	return kustomizeOutput(resources, file, limits)
+}
+
+// runKustomize runs krusty on dir with plugins off and loading allowed anywhere fsys allows.
+func runKustomize(fsys *kustomizeFS, dir string) (resmap.ResMap, error) {
 	opts := krusty.MakeDefaultOptions()
 	opts.LoadRestrictions = types.LoadRestrictionsNone
 	opts.PluginConfig = types.DisabledPluginConfig()
-	resources, err := krusty.MakeKustomizer(opts).Run(fsys, dir)
-	if err != nil {
-		return nil, newError(ReasonInvalidManifest, Problem{File: filepath.ToSlash(file), Message: "kustomize build failed: " + err.Error()})
+	return krusty.MakeKustomizer(opts).Run(fsys, dir)
+}
+
+// kustomizeOutput turns kustomize's resources into objects, within the limits: a few small
+// files can render to far more (many overlays of one base, a large label set on every object),
+// and MaxTotalSize bounds what the release holds, not only what the repository holds.
+func kustomizeOutput(resources resmap.ResMap, file string, limits Limits) ([]Object, error) {
+	if n := resources.Size(); n > limits.MaxObjects {
+		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: fmt.Sprintf("kustomize output holds %d objects, over the limit of %d", n, limits.MaxObjects)})
 	}
-	var objects []Object
+	var (
+		objects []Object
+		total   int64
+	)
 	for _, r := range resources.Resources() {
 		data, err := r.AsYAML()
 		if err != nil {
-			return nil, newError(ReasonInvalidManifest, Problem{File: filepath.ToSlash(file), Message: "kustomize output: " + err.Error()})
+			return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: "kustomize output: " + err.Error()})
 		}
-		objs, problems := Parse(filepath.ToSlash(file), data)
+		if int64(len(data)) > limits.MaxFileSize {
+			return nil, newError(ReasonInvalidManifest, Problem{File: file, Object: resourceName(r.GetKind(), r.GetNamespace(), r.GetName()),
+				Message: fmt.Sprintf("kustomize output object is %d bytes, over the limit of %d bytes", len(data), limits.MaxFileSize)})
+		}
+		total += int64(len(data))
+		if total > limits.MaxTotalSize {
+			return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: fmt.Sprintf("kustomize output exceeds the limit of %d bytes in all", limits.MaxTotalSize)})
+		}
+		objs, problems := Parse(file, data)
 		if len(problems) > 0 {
 			return nil, newError(ReasonInvalidManifest, problems...)
 		}
@@ -50,4 +86,11 @@ func buildKustomization(root, dir, file string) ([]Object, error) {
 		objects = append(objects, objs...)
 	}
 	return objects, nil
+}
+
+func resourceName(kind, namespace, name string) string {
+	if namespace != "" {
+		return kind + "/" + namespace + "/" + name
+	}
+	return kind + "/" + name
 }
