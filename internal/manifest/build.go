@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Limits bound what a release may hold, so one repository cannot exhaust the operator.
-// They apply to kustomize builds as to plain folders: to every
+// Limits bound what a release may hold and reach, so one repository cannot exhaust the
+// operator or use its network. They apply to kustomize builds as to plain folders: to every
 // file kustomize reads and to what it renders.
 type Limits struct {
 	// MaxFileSize is the largest manifest file read, in bytes; for kustomize, also the largest
@@ -32,9 +32,16 @@ type Limits struct {
 	MaxTotalSize int64
 	// MaxObjects is the most objects one release may hold.
 	MaxObjects int
+	// AllowRemoteBases lets kustomize fetch what a kustomization names by URL or Git address
+	// (remote resources, bases, components, patches, OpenAPI schemas). The zero value refuses
+	// them before kustomize runs: fetching reaches whatever the manager's network reaches, and
+	// builds content that was never reviewed in the tenant's repository. It is meant to be set
+	// by the platform admin (the manager flag --allow-remote-bases), never by a tenant.
+	AllowRemoteBases bool
 }
 
 // DefaultLimits are generous for real releases: an object cannot exceed ~1.5 MiB in etcd.
+// Remote bases are refused.
 var DefaultLimits = Limits{MaxFileSize: 4 << 20, MaxTotalSize: 32 << 20, MaxObjects: 5000}
 
 // Object is a manifest and where it was read.
@@ -50,6 +57,8 @@ type Object struct {
 // validates them. path is relative to root; a leading slash or ./ is allowed, leaving the
 // repository is not. When path holds a kustomization, the output of kustomize is used;
 // otherwise every .yaml and .yml file below path, in lexical order, skipping dot-folders.
+// Unless limits.AllowRemoteBases, a kustomization that names anything remote is refused
+// before kustomize runs, with ReasonRemoteResourceRefused.
 // The returned error is an *Error whenever the content, not the machine, is at fault.
 func Build(root, path string, limits Limits) ([]Object, error) {
 	dir, rel, err := resolvePath(root, path)

@@ -12,6 +12,9 @@ const (
 	ReasonPathNotFound    = "PathNotFound"
 	ReasonInvalidManifest = "InvalidManifest"
 	ReasonImageNotPinned  = "ImageNotPinned"
+	// ReasonRemoteResourceRefused: a kustomization names a remote URL or Git repository while
+	// Limits.AllowRemoteBases is off. Only the platform admin can allow them.
+	ReasonRemoteResourceRefused = "RemoteResourceRefused"
 )
 
 // Problem is one thing wrong with the manifests, located as precisely as the input allows.
@@ -68,6 +71,8 @@ func (e *Error) Error() string {
 		summary = "invalid path"
 	case ReasonPathNotFound:
 		summary = "path not found"
+	case ReasonRemoteResourceRefused:
+		summary = "remote resources refused"
 	default:
 		summary = "invalid manifests"
 	}

@@ -23,16 +23,29 @@ func kustomizationFile(dir string) string {
 
 // buildKustomization runs kustomize on dir. The file system is confined to the repository
 // root: bases in sibling folders work, anything outside the repository (through .. or a
-// symlink) does not. Plugins and Helm charts are off. Input and output are held to the limits.
+// symlink) does not. Plugins and Helm charts are off. Unless limits allow remote bases,
+// nothing is fetched: every reachable kustomization is scanned first, and kustomize's file
+// system checks again each file it reads. Input and output are held to the limits.
 func buildKustomization(root, dir, file string, limits Limits) ([]Object, error) {
 	file = filepath.ToSlash(file)
 	realRoot, err := filepath.EvalSymlinks(root)
 	if err != nil {
 		return nil, fmt.Errorf("resolving repository root: %w", err)
 	}
+	var configDirs []string
+	if !limits.AllowRemoteBases {
+		if configDirs, err = scanKustomizations(realRoot, dir, limits); err != nil {
+			return nil, err
+		}
+	}
 	fsys, err := newKustomizeFS(realRoot, limits)
 	if err != nil {
 		return nil, err
+	}
+	for _, d := range configDirs {
+		if err := checkBuiltConfigs(fsys, d); err != nil {
+			return nil, err
+		}
 	}
 	resources, err := runKustomize(fsys, dir)
 	if fsys.refused != nil {
@@ -42,6 +55,33 @@ func buildKustomization(root, dir, file string, limits Limits) ([]Object, error)
 		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: "kustomize build failed: " + err.Error()})
 	}
 	return kustomizeOutput(resources, file, limits)
+}
+
+// checkBuiltConfigs builds a folder that generators, transformers or validators name, and
+// refuses the remote paths in the configurations it outputs: a patch in that folder can set a
+// PatchTransformer's path to a URL that no file of the repository spells out.
+func checkBuiltConfigs(fsys *kustomizeFS, dir string) error {
+	file := filepath.Join(dir, kustomizationFile(dir))
+	name := fsys.name(file)
+	resources, err := runKustomize(fsys, dir)
+	if fsys.refused != nil {
+		return fsys.refused
+	}
+	if err != nil {
+		return newError(ReasonInvalidManifest, Problem{File: name, Message: "kustomize build failed: " + err.Error()})
+	}
+	var docs []any
+	for _, r := range resources.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			return newError(ReasonInvalidManifest, Problem{File: name, Message: "kustomize output: " + err.Error()})
+		}
+		docs = append(docs, m)
+	}
+	if problems := remoteConfigEntries(name, "configuration built from this kustomization", docs); len(problems) > 0 {
+		return newError(ReasonRemoteResourceRefused, problems...)
+	}
+	return nil
 }
 
 // runKustomize runs krusty on dir with plugins off and loading allowed anywhere fsys allows.
