@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/openapi"
+	"sigs.k8s.io/kustomize/kyaml/openapi/kubernetesapi"
 )
 
 // kustomizationFile returns the name of the kustomization file in dir, or "".
@@ -84,12 +87,41 @@ func checkBuiltConfigs(fsys *kustomizeFS, dir string) error {
 	return nil
 }
 
+// kustomizeMu serialises builds: kustomize keeps its OpenAPI schema in a global, which one
+// release's openapi field would otherwise change under another's build, and concurrent builds
+// race on its maps (kubernetes-sigs/kustomize#3659). fluxcd/pkg/kustomize does the same.
+var kustomizeMu sync.Mutex
+
 // runKustomize runs krusty on dir with plugins off and loading allowed anywhere fsys allows.
-func runKustomize(fsys *kustomizeFS, dir string) (resmap.ResMap, error) {
+// A panic in kustomize, which hostile input has caused before, becomes an error.
+func runKustomize(fsys *kustomizeFS, dir string) (m resmap.ResMap, err error) {
+	kustomizeMu.Lock()
+	defer kustomizeMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("kustomize panicked: %v", r)
+		}
+	}()
+	restoreBuiltinSchema()
+	defer restoreBuiltinSchema()
 	opts := krusty.MakeDefaultOptions()
 	opts.LoadRestrictions = types.LoadRestrictionsNone
 	opts.PluginConfig = types.DisabledPluginConfig()
 	return krusty.MakeKustomizer(opts).Run(fsys, dir)
+}
+
+// restoreBuiltinSchema puts kustomize's built-in OpenAPI schema back after a build changed it
+// (with openapi.path or openapi.version): kustomize keeps the last one set for every build that
+// sets none, so one release would decide how another's patches merge. It does nothing for the
+// builds that change nothing, as loading the built-in schema again costs about 100 ms.
+func restoreBuiltinSchema() {
+	if openapi.GetSchemaVersion() == kubernetesapi.DefaultOpenAPI {
+		return
+	}
+	openapi.ResetOpenAPI()
+	// Loaded now, as fluxcd/pkg/kustomize does, so that the schema of a later openapi.path adds
+	// to the built-in one as it always has in a long-running process.
+	_ = openapi.Schema()
 }
 
 // kustomizeOutput turns kustomize's resources into objects, within the limits: a few small
