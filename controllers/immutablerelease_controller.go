@@ -32,6 +32,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/tenancy"
 )
 
 // +kubebuilder:rbac:groups=release.immutable.dev,resources=immutablereleases,verbs=get;list;watch;update;patch
@@ -93,6 +94,10 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// OperatorUser is the user the operator acts as; the Prevent policy lets it through.
 	OperatorUser string
+	// GitTimeout bounds each Git operation of a release without spec.git.timeout.
+	GitTimeout time.Duration
+	// Tenancy says which account a release acts as and what it may apply.
+	Tenancy tenancy.Policy
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.
@@ -114,10 +119,23 @@ type lastCheck struct {
 	err      error
 }
 
+// DefaultGitTimeout bounds a Git operation when neither the release nor the manager's
+// --git-timeout says otherwise; Flux's default.
+const DefaultGitTimeout = 60 * time.Second
+
+// gitContext bounds a Git operation of the release: a server that never answers costs its
+// own release the timeout, not a worker forever.
+func (r *ImmutableReleaseReconciler) gitContext(ctx context.Context, obj *v1alpha1.ImmutableRelease) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, obj.GetGitTimeout(r.Options.GitTimeout))
+}
+
 // SetupWithManager registers the reconciler.
 func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.HealthPollInterval == 0 {
 		r.Options.HealthPollInterval = 10 * time.Second
+	}
+	if r.Options.GitTimeout == 0 {
+		r.Options.GitTimeout = DefaultGitTimeout
 	}
 	if r.Options.Limits == (manifest.Limits{}) {
 		r.Options.Limits = manifest.DefaultLimits

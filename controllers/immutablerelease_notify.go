@@ -132,6 +132,8 @@ func (r *ImmutableReleaseReconciler) fetchHead(ctx context.Context, obj *v1alpha
 		return "", err
 	}
 	ref := gitReference(obj)
+	ctx, cancel := r.gitContext(ctx, obj)
+	defer cancel()
 	hash, _, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	if err != nil {
 		return "", err

@@ -24,6 +24,7 @@ import (
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/health"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/tenancy"
 )
 
 // scope is what the steps of one reconcile share.
@@ -170,6 +171,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 
 // checkGit lists the remote, checks out the revision and builds its manifests.
 func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, notBefore time.Time) error {
+	if err := r.checkServiceAccount(ctx, s.obj); err != nil {
+		return err
+	}
 	release, err := r.fetchSource(ctx, s, notBefore)
 	if err != nil {
 		return err
@@ -178,12 +182,44 @@ func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, not
 	return r.build(s)
 }
 
-// clientFor returns an uncached client that acts as the release's service account when it
-// names one. Uncached: the operator must not keep informers on every kind it applies. One
-// client per identity is kept, since building one per reconcile costs on the hot path.
+// serviceAccount is the account of its namespace the release acts as ("" for the operator).
+func (r *ImmutableReleaseReconciler) serviceAccount(obj *v1alpha1.ImmutableRelease) string {
+	return r.Options.Tenancy.ServiceAccount(obj.Spec.ServiceAccountName)
+}
+
+// confined says whether the release is held to namespaced objects of its own namespace.
+func (r *ImmutableReleaseReconciler) confined(obj *v1alpha1.ImmutableRelease) bool {
+	return r.Options.Tenancy.Confined(obj.Namespace, r.serviceAccount(obj))
+}
+
+// checkServiceAccount stalls a release whose account does not exist: impersonating it
+// would only have every request refused, one object after another.
+func (r *ImmutableReleaseReconciler) checkServiceAccount(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+	sa := r.serviceAccount(obj)
+	if sa == "" {
+		return nil
+	}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: sa}, &corev1.ServiceAccount{})
+	switch {
+	case apierrors.IsNotFound(err):
+		how := "create it and grant it, with a RoleBinding, the rights to apply what the release holds"
+		if obj.Spec.ServiceAccountName == "" {
+			how += " (the manager's --default-service-account names it for every release without spec.serviceAccountName)"
+		}
+		return stall(v1alpha1.ServiceAccountNotFoundReason, fmt.Errorf("service account %q not found in namespace %q: %s; nothing was applied", sa, obj.Namespace, how))
+	case err != nil:
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("reading service account %q: %w", sa, err))
+	}
+	return nil
+}
+
+// clientFor returns an uncached client that acts as the release's service account, when it
+// has one (see serviceAccount). Uncached: the operator must not keep informers on every
+// kind it applies. One client per identity is kept, since building one per reconcile costs
+// on the hot path.
 func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (client.Client, error) {
 	user := ""
-	if sa := obj.Spec.ServiceAccountName; sa != "" {
+	if sa := r.serviceAccount(obj); sa != "" {
 		user = fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)
 	}
 	if c, ok := r.clients.Load(user); ok {
@@ -210,6 +246,8 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 		return nil, err
 	}
 	ref := gitReference(obj)
+	ctx, cancel := r.gitContext(ctx, obj)
+	defer cancel()
 	listStart := time.Now()
 	hash, listedAt, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
@@ -272,6 +310,9 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 	if err := s.applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
 		return retry(v1alpha1.ApplyFailedReason, err)
 	}
+	if err := r.Options.Tenancy.Check(obj.Namespace, obj.Spec.TargetNamespace, r.confined(obj), s.objects); err != nil {
+		return stall(tenancy.ReasonAccessDenied, fmt.Errorf("revision %s: %w; nothing was applied", s.revision, err))
+	}
 	if err := checkQuarantine(obj, s.revision, workloadImages(s.objects)); err != nil {
 		return err
 	}
@@ -295,7 +336,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	}
 	inventory := apply.Inventory(s.objects)
 	if obj.Spec.Prune {
-		pruned, err := s.applier.Prune(ctx, obj.Status.Inventory, inventory)
+		pruned, err := s.applier.Prune(ctx, obj.Status.Inventory, inventory, r.mayDelete(obj))
 		if err != nil {
 			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning: %w", err))
 		}
@@ -487,6 +528,15 @@ func rolloutTimedOut(obj *v1alpha1.ImmutableRelease) bool {
 	return c.Status == metav1.ConditionUnknown && time.Since(c.LastTransitionTime.Time) > obj.GetTimeout()
 }
 
+// mayDelete says whether the release may prune o: an inventory entry it could not have
+// applied (a status written by someone else) is left alone.
+func (r *ImmutableReleaseReconciler) mayDelete(obj *v1alpha1.ImmutableRelease) func(*unstructured.Unstructured) bool {
+	confined := r.confined(obj)
+	return func(o *unstructured.Unstructured) bool {
+		return r.Options.Tenancy.Refusal(obj.Namespace, confined, o) == ""
+	}
+}
+
 // reconcileDelete prunes what the release applied, when prune is on, and lets it go. It
 // never writes to Git.
 func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
@@ -499,7 +549,7 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 		if err != nil {
 			return err
 		}
-		if _, err := apply.NewApplier(c, client.ObjectKeyFromObject(obj)).Delete(ctx, objects); err != nil {
+		if _, err := apply.NewApplier(c, client.ObjectKeyFromObject(obj)).Delete(ctx, apply.Only(objects, r.mayDelete(obj))); err != nil {
 			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err))
 		}
 	}

@@ -44,7 +44,9 @@ func (r *ImmutableReleaseReconciler) proposeRevert(ctx context.Context, obj *v1a
 
 	author := revertAuthor(obj)
 	base := obj.GetPullRequestBaseBranch()
-	res, err := r.Git.ProposeRevert(ctx, git.RevertRequest{
+	gitCtx, cancel := r.gitContext(ctx, obj)
+	defer cancel()
+	res, err := r.Git.ProposeRevert(gitCtx, git.RevertRequest{
 		URL: obj.Spec.Git.URL, Branch: base, Auth: auth, Path: obj.Spec.Path,
 		Healthy: target, Failed: git.RevisionHash(failedRev),
 		Release: obj.Namespace + "/" + obj.Name, Reason: reason,

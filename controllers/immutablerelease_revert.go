@@ -59,6 +59,8 @@ func (r *ImmutableReleaseReconciler) conflictUnchanged(ctx context.Context, obj 
 	if !ok || v.(revertConflict).failedRevision != failedRev {
 		return false
 	}
+	ctx, cancel := r.gitContext(ctx, obj)
+	defer cancel()
 	head, err := r.Git.Resolve(ctx, obj.Spec.Git.URL, gitReference(obj), auth, false)
 	return err == nil && head == v.(revertConflict).head
 }

@@ -113,7 +113,9 @@ func (r *ImmutableReleaseReconciler) revert(ctx context.Context, obj *v1alpha1.I
 		conditions.MarkFalse(obj, v1alpha1.RolledBackCondition, v1alpha1.InvalidSigningKeyReason, "not reverting %s: %s", failedRev, err)
 		return retry(v1alpha1.InvalidSigningKeyReason, fmt.Errorf("signing the revert of %s: %w", failedRev, err))
 	}
-	res, err := r.Git.Revert(ctx, git.RevertRequest{
+	gitCtx, cancel := r.gitContext(ctx, obj)
+	defer cancel()
+	res, err := r.Git.Revert(gitCtx, git.RevertRequest{
 		URL: obj.Spec.Git.URL, Branch: obj.Spec.Git.Ref.Branch, Auth: auth, Path: obj.Spec.Path,
 		Healthy: target, Failed: git.RevisionHash(failedRev),
 		Release: obj.Namespace + "/" + obj.Name, Reason: reason,

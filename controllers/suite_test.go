@@ -29,6 +29,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/controlplane"
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/tenancy"
 	"github.com/immutable-release/operator/internal/testgit"
 )
 
@@ -100,7 +101,10 @@ func runSuite(m *testing.M) int {
 		Scheme:   scheme,
 		Recorder: mgr.GetEventRecorder("immutable-release-controller"),
 		Git:      git.NewCache(storage),
-		Options:  Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4},
+		Options: Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4, Tenancy: tenancy.Policy{
+			UnconfinedNamespaces: []string{unconfinedNamespace},
+			Operator:             tenancy.Operator{Namespace: "immutable-release-system", NamePrefix: "immutable-release-", Group: v1alpha1.GroupVersion.Group},
+		}},
 	}
 	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {

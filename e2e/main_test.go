@@ -168,7 +168,7 @@ func startOperator(extra ...string) (*operator, error) {
 	o.webhookURL = "http://" + webhook + "/hook"
 	o.probe, o.metrics = freeAddr(), freeAddr()
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
-		"--metrics-bind-address=" + o.metrics, "--health-probe-bind-address=" + o.probe,
+		"--metrics-bind-address=" + o.metrics, "--metrics-secure=false", "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
 		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
 	o.args = append(o.args, extra...)

@@ -58,9 +58,27 @@ const (
 	// build error. Nothing of the revision is applied.
 	InvalidManifestReason string = "InvalidManifest"
 
+	// RemoteResourceRefusedReason: a kustomization under spec.path loads a remote resource
+	// or base (an http(s) URL or a Git repository), which the manager refuses unless started
+	// with --allow-remote-bases. Nothing of the revision is applied.
+	RemoteResourceRefusedReason string = "RemoteResourceRefused"
+
 	// ImageNotPinnedReason: a container image is not named by a sha256 digest. Nothing of the
 	// revision is applied.
 	ImageNotPinnedReason string = "ImageNotPinned"
+
+	// AccessDeniedReason: the revision holds objects the release may not apply. A release that
+	// acts as the operator (no spec.serviceAccountName and no --default-service-account)
+	// applies only namespaced objects into its own namespace, and no RBAC, admission,
+	// quota or service-account-token objects; no release may change the operator's own
+	// objects (its namespace, CRDs, RBAC and admission policy). Nothing of the revision is
+	// applied. Terminal until a new commit or spec.
+	AccessDeniedReason string = "AccessDenied"
+
+	// ServiceAccountNotFoundReason: the account the release acts as
+	// (spec.serviceAccountName, or the manager's --default-service-account) does not exist
+	// in its namespace. Nothing is applied; looked at again every interval.
+	ServiceAccountNotFoundReason string = "ServiceAccountNotFound"
 
 	// ApplyFailedReason: the API server refused the server-side apply or prune of an object, for
 	// example because the impersonated service account lacks the rights.

@@ -264,6 +264,15 @@ type GitSource struct {
 	// passphrase) for SSH. The SSH host key is always checked against known_hosts.
 	// +optional
 	SecretRef *meta.LocalObjectReference `json:"secretRef,omitempty"`
+
+	// timeout bounds each Git operation (listing, fetch, push), as Flux's
+	// GitRepository timeout: a server that does not answer in time fails the operation
+	// with GitOperationFailed instead of holding a worker. Defaults to the manager's
+	// --git-timeout (60s).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m))+$"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // GitReference names exactly one of a branch, a tag or a commit.
@@ -469,6 +478,14 @@ func (in *ImmutableRelease) GetPullRequestBaseBranch() string {
 // QuarantineEnabled says whether digests of reverted revisions are quarantined.
 func (in *ImmutableRelease) QuarantineEnabled() bool {
 	return in.Spec.Rollback == nil || in.Spec.Rollback.Quarantine == nil || *in.Spec.Rollback.Quarantine
+}
+
+// GetGitTimeout returns spec.git.timeout, or def when it is not set.
+func (in *ImmutableRelease) GetGitTimeout(def time.Duration) time.Duration {
+	if in.Spec.Git.Timeout != nil && in.Spec.Git.Timeout.Duration > 0 {
+		return in.Spec.Git.Timeout.Duration
+	}
+	return def
 }
 
 // GetTimeout returns spec.timeout or DefaultTimeout.

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -27,9 +28,14 @@ import (
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
 	"github.com/immutable-release/operator/internal/receiver"
+	"github.com/immutable-release/operator/internal/tenancy"
 )
 
 const controllerName = "immutable-release-controller"
+
+// The metrics endpoint checks who asks (--metrics-secure):
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 func main() {
 	var (
@@ -47,8 +53,14 @@ func main() {
 		apiBurst      int
 		pprofAddr     string
 		jitter        uint
+		defaultSA     string
+		unconfined    string
+		gitTimeout    time.Duration
+		secureMetrics bool
+		remoteBases   bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates and authorizes (get on the non-resource URL /metrics, as the metrics-reader ClusterRole grants). false serves plain HTTP to anyone who reaches the port: for local development only.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&leaderNS, "leader-election-namespace", "", "The namespace of the leader election lease; defaults to the pod's own namespace in a cluster.")
@@ -62,6 +74,10 @@ func main() {
 	flag.IntVar(&apiBurst, "kube-api-burst", 300, "Requests the manager may make to the API server in a burst above --kube-api-qps.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address Go's pprof profiles (/debug/pprof/) are served on, for diagnosing the manager; 0 disables it.")
 	flag.UintVar(&jitter, "interval-jitter-percentage", 5, "Spread each release's interval by up to this percentage either way (as Flux's flag), so that releases created together do not all look at once every interval; below 100.")
+	flag.StringVar(&defaultSA, "default-service-account", "", "The service account of its own namespace that a release without spec.serviceAccountName is impersonated as (as Flux's flag). Empty: such a release acts as the manager, confined to namespaced objects of its own namespace, without RBAC, admission, quota or token objects.")
+	flag.StringVar(&unconfined, "unconfined-namespaces", "", "Comma-separated namespaces whose releases, acting as the manager without spec.serviceAccountName, may apply cluster-scoped objects and into other namespaces: for the platform's own releases only. No release may ever change the operator's own objects.")
+	flag.DurationVar(&gitTimeout, "git-timeout", controllers.DefaultGitTimeout, "How long one Git operation (listing, fetch, push) of a release may take, unless its spec.git.timeout says otherwise.")
+	flag.BoolVar(&remoteBases, "allow-remote-bases", false, "Let kustomizations load remote resources and bases (http(s) URLs and Git repositories) from the manager's network. Off: only files of the release's own repository are read, as Flux's --no-remote-bases.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -88,7 +104,7 @@ func main() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
@@ -110,7 +126,15 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("Acting as", "user", operatorUser)
+	tenancyPolicy := tenancy.Policy{
+		DefaultServiceAccount: defaultSA,
+		UnconfinedNamespaces:  splitList(unconfined),
+		Operator:              tenancy.Operator{Namespace: tenancy.NamespaceOf(operatorUser), NamePrefix: "immutable-release-", Group: v1alpha1.GroupVersion.Group},
+	}
+	log.Info("Releases confined", "defaultServiceAccount", defaultSA, "unconfinedNamespaces", tenancyPolicy.UnconfinedNamespaces, "operatorNamespace", tenancyPolicy.Operator.Namespace)
 
+	limits := manifest.DefaultLimits
+	limits.AllowRemoteBases = remoteBases
 	gitCache := git.NewCache(storagePath)
 	ctrlmetrics.Registry.MustRegister(controllers.GitMetrics(gitCache))
 	r := &controllers.ImmutableReleaseReconciler{
@@ -121,11 +145,13 @@ func main() {
 		Recorder:  mgr.GetEventRecorder(controllerName),
 		Git:       gitCache,
 		Options: controllers.Options{
-			Limits:                  manifest.DefaultLimits,
+			Limits:                  limits,
 			HealthPollInterval:      healthPolling,
 			MaxConcurrentReconciles: concurrent,
 			OperatorUser:            operatorUser,
 			IntervalJitter:          float64(jitter) / 100,
+			Tenancy:                 tenancyPolicy,
+			GitTimeout:              gitTimeout,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -172,4 +198,26 @@ func main() {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// metricsOptions serves metrics as kubebuilder scaffolds it: over HTTPS with a self-signed
+// certificate, each request's bearer token checked with a TokenReview and its right to get
+// /metrics with a SubjectAccessReview.
+func metricsOptions(addr string, secure bool) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: addr, SecureServing: secure}
+	if secure {
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return opts
 }

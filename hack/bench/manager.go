@@ -63,7 +63,7 @@ func startManagerOnce(c config, kubeconfig string) (*manager, error) {
 	defer logf.Close()
 	m.cmd = exec.Command(filepath.Join(c.root, "bin", "manager"),
 		"--kubeconfig="+kubeconfig, "--leader-elect=false",
-		"--metrics-bind-address="+m.metricsAddr, "--health-probe-bind-address="+m.probeAddr,
+		"--metrics-bind-address="+m.metricsAddr, "--metrics-secure=false", "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
 		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel(), "--zap-time-encoding=rfc3339nano")
 	if addr := os.Getenv("BENCH_PPROF_ADDR"); addr != "" {

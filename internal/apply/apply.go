@@ -306,14 +306,26 @@ func (a *Applier) Put(ctx context.Context, objects []*unstructured.Unstructured)
 	return live, nil
 }
 
-// Prune deletes the objects of old that are not in current. Objects that no longer carry
-// this release's labels (someone else took them over) are left alone.
-func (a *Applier) Prune(ctx context.Context, old, current *v1alpha1.ResourceInventory) (*ssa.ChangeSet, error) {
+// Prune deletes the objects of old that are not in current and that may says it may
+// delete. Objects that no longer carry this release's labels (someone else took them over)
+// are left alone.
+func (a *Applier) Prune(ctx context.Context, old, current *v1alpha1.ResourceInventory, may func(*unstructured.Unstructured) bool) (*ssa.ChangeSet, error) {
 	stale, err := Diff(old, current)
 	if err != nil {
 		return nil, err
 	}
-	return a.Delete(ctx, stale)
+	return a.Delete(ctx, Only(stale, may))
+}
+
+// Only returns the objects that keep says to keep.
+func Only(objects []*unstructured.Unstructured, keep func(*unstructured.Unstructured) bool) []*unstructured.Unstructured {
+	out := objects[:0:0]
+	for _, o := range objects {
+		if keep(o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // Delete deletes the given objects if they still carry this release's labels.
