@@ -96,20 +96,25 @@ var beforePush func()
 // pushed since changed the path, someone fixed forward while the revert was being pushed,
 // and the rollback is dropped (ErrFixedForward) for the new head to be applied instead.
 func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead string, headOut *string) (*RevertResult, error) {
+	if err := c.checkRevert(req); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	c.stats.Reverts++
 	c.mu.Unlock()
 	// A bare clone: the revert is built from trees and blobs, no worktree is checked out.
-	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
+	clone := c.remote(ctx)
+	defer clone.cancel()
+	repo, err := gogit.CloneContext(clone.ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
 		URL:           req.URL,
-		Auth:          req.Auth.Method,
+		Auth:          authMethod(req.Auth),
 		ReferenceName: plumbing.NewBranchReferenceName(req.Branch),
 		SingleBranch:  true,
 		NoCheckout:    true,
 		Tags:          gogit.NoTags,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cloning %s for the revert: %w", Redact(req.URL), err)
+		return nil, fmt.Errorf("cloning %s for the revert: %w", Redact(req.URL), clone.err(err))
 	}
 	headRef, err := repo.Head()
 	if err != nil {
@@ -233,10 +238,14 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	if beforePush != nil {
 		beforePush()
 	}
-	err = repo.PushContext(ctx, &gogit.PushOptions{
-		Auth:     req.Auth.Method,
-		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
+	push := c.remote(ctx)
+	defer push.cancel()
+	err = repo.PushContext(push.ctx, &gogit.PushOptions{
+		RemoteURL: req.URL,
+		Auth:      authMethod(req.Auth),
+		RefSpecs:  []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
 	})
+	err = push.err(err)
 	if err != nil {
 		if errors.Is(err, gogit.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
 			return nil, fmt.Errorf("%w: %v", errNonFastForward, err)
@@ -244,6 +253,21 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 		return nil, fmt.Errorf("pushing the revert to %s: %w", Redact(req.URL), err)
 	}
 	return &RevertResult{Commit: hash.String(), Reverted: reverted}, nil
+}
+
+// checkRevert refuses a request whose URL or branches the operator must not use, before
+// anything is sent: the branches go into refspecs.
+func (c *Cache) checkRevert(req RevertRequest) error {
+	if err := CheckURL(req.URL, c.AllowFileURLs); err != nil {
+		return err
+	}
+	if err := ValidateBranch(req.Branch); err != nil {
+		return err
+	}
+	if req.PushBranch != "" {
+		return ValidateBranch(req.PushBranch)
+	}
+	return nil
 }
 
 // revertMessage is in git's own form, with trailers that say why and find it again.
