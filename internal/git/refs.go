@@ -67,8 +67,9 @@ func ValidateBranch(name string) error {
 	if strings.HasPrefix(name, "-") {
 		return fmt.Errorf("%w: branch %q starts with -", ErrInvalidReference, name)
 	}
-	if name == "HEAD" {
-		return fmt.Errorf("%w: HEAD is not a branch name", ErrInvalidReference)
+	if name == "HEAD" || name == "@" {
+		// git reads @ as HEAD; neither names a branch.
+		return fmt.Errorf("%w: %s is not a branch name", ErrInvalidReference, name)
 	}
 	if why := refNameProblem(name); why != "" {
 		return fmt.Errorf("%w: branch %q %s", ErrInvalidReference, name, why)
@@ -91,8 +92,6 @@ func refNameProblem(name string) string {
 	switch {
 	case name == "":
 		return "is empty"
-	case name == "@":
-		return "is @"
 	case strings.HasPrefix(name, "/"), strings.HasSuffix(name, "/"):
 		return "starts or ends with /"
 	case strings.HasSuffix(name, "."):
