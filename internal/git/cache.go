@@ -262,7 +262,7 @@ func (c *Cache) list(ctx context.Context, repoURL string, ref Reference, auth *A
 	op := c.remote(ctx)
 	defer op.cancel()
 	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
-	refs, err := remote.ListContext(op.ctx, &gogit.ListOptions{Auth: authMethod(auth), PeelingOption: gogit.AppendPeeled})
+	refs, err := remote.ListContext(op.ctx, &gogit.ListOptions{Auth: authMethod(auth), PeelingOption: gogit.AppendPeeled, ProxyOptions: op.proxyFor(repoURL)})
 	if err != nil {
 		return "", fmt.Errorf("listing references of %s: %w", Redact(repoURL), op.err(err))
 	}
@@ -414,11 +414,12 @@ func (c *Cache) fetch(ctx context.Context, r *repository, repoURL string, ref Re
 	// A remote made here, not read from the store's config: the URL is the release's.
 	remote := gogit.NewRemote(r.repo.Storer, &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
 	err := remote.FetchContext(op.ctx, &gogit.FetchOptions{
-		RemoteURL: repoURL,
-		RefSpecs:  []config.RefSpec{spec},
-		Auth:      authMethod(auth),
-		Tags:      gogit.NoTags,
-		Force:     true,
+		RemoteURL:    repoURL,
+		RefSpecs:     []config.RefSpec{spec},
+		Auth:         authMethod(auth),
+		Tags:         gogit.NoTags,
+		Force:        true,
+		ProxyOptions: op.proxyFor(repoURL),
 	})
 	if err != nil && !errors.Is(err, gogit.NoErrAlreadyUpToDate) {
 		return fmt.Errorf("fetching %s from %s: %w", ref, Redact(repoURL), op.err(err))

@@ -51,7 +51,7 @@ func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeR
 	list := c.remote(ctx)
 	defer list.cancel()
 	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{req.URL}})
-	refs, err := remote.ListContext(list.ctx, &gogit.ListOptions{Auth: authMethod(req.Auth)})
+	refs, err := remote.ListContext(list.ctx, &gogit.ListOptions{Auth: authMethod(req.Auth), ProxyOptions: list.proxyFor(req.URL)})
 	if err != nil {
 		return nil, fmt.Errorf("listing references of %s: %w", Redact(req.URL), list.err(err))
 	}
@@ -121,6 +121,7 @@ func (c *Cache) branchHead(ctx context.Context, repoURL string, auth *Auth, bran
 		Depth:         1,
 		Tags:          gogit.NoTags,
 		NoCheckout:    true,
+		ProxyOptions:  op.proxyFor(repoURL),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading branch %s of %s: %w", branch, Redact(repoURL), op.err(err))

@@ -2,6 +2,7 @@ package git
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/immutable-release/operator/internal/testgit"
 )
 
 // countingServer answers every request with 404 and counts them: a server that must not
@@ -324,4 +327,49 @@ func TestEndlessAnswersStopAtTheFetchCap(t *testing.T) {
 			t.Logf("stopped after %s, the server had sent %d bytes: %v", took.Round(time.Millisecond), sent.Load(), err)
 		})
 	}
+}
+
+// TestSSHHasADeadlineAndACap: over SSH, a server that accepts and never answers (no
+// handshake) is held to the timeout, and a repository larger than the fetch cap is cut off
+// with ErrTooLarge: go-git's SSH transport bounds neither by itself.
+func TestSSHHasADeadlineAndACap(t *testing.T) {
+	g := NewWithT(t)
+	srv, repo, _ := newRepo(t)
+	identity, err := testgit.NewIdentity()
+	g.Expect(err).NotTo(HaveOccurred())
+	knownHosts, err := srv.KnownHosts()
+	g.Expect(err).NotTo(HaveOccurred())
+	secret := map[string][]byte{"identity": identity, "known_hosts": knownHosts}
+
+	silent := "ssh://git@" + tarpit(t) + "/acme/shop.git"
+	auth, err := AuthFromSecret(silent, secret)
+	g.Expect(err).NotTo(HaveOccurred())
+	cache := NewCache(t.TempDir())
+	cache.Limits.Timeout = time.Second
+	began := time.Now()
+	_, err = cache.Resolve(context.Background(), silent, Reference{Branch: "main"}, auth, true)
+	took := time.Since(began)
+	g.Expect(errors.Is(err, context.DeadlineExceeded)).To(BeTrue(), "%v", err)
+	g.Expect(took).To(BeNumerically("<", 5*time.Second))
+	t.Logf("a silent SSH server: returned after %s: %v", took.Round(time.Millisecond), err)
+
+	big := make([]byte, 512<<10)
+	_, _ = rand.Read(big)
+	g.Expect(repo.Write(map[string]string{"blob.bin": string(big)})).To(Succeed())
+	head, err := repo.CommitAndPush("A large file")
+	g.Expect(err).NotTo(HaveOccurred())
+	auth, err = AuthFromSecret(repo.SSHURL(), secret)
+	g.Expect(err).NotTo(HaveOccurred())
+	cache = NewCache(t.TempDir())
+	cache.Limits.FetchBytes = 64 << 10
+	_, _, _, err = cache.Checkout(context.Background(), repo.SSHURL(), Reference{Branch: "main"}, head, auth)
+	g.Expect(errors.Is(err, ErrTooLarge)).To(BeTrue(), "%v", err)
+	g.Expect(err.Error()).To(ContainSubstring("more than 64 KiB"))
+	t.Logf("a pack over the cap over SSH: %v", err)
+
+	// Within the cap, the same repository is read over SSH.
+	cache.Limits.FetchBytes = 0
+	_, _, release, err := cache.Checkout(context.Background(), repo.SSHURL(), Reference{Branch: "main"}, head, auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
 }

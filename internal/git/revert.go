@@ -112,6 +112,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 		SingleBranch:  true,
 		NoCheckout:    true,
 		Tags:          gogit.NoTags,
+		ProxyOptions:  clone.proxyFor(req.URL),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cloning %s for the revert: %w", Redact(req.URL), clone.err(err))
@@ -241,9 +242,10 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	push := c.remote(ctx)
 	defer push.cancel()
 	err = repo.PushContext(push.ctx, &gogit.PushOptions{
-		RemoteURL: req.URL,
-		Auth:      authMethod(req.Auth),
-		RefSpecs:  []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
+		RemoteURL:    req.URL,
+		Auth:         authMethod(req.Auth),
+		RefSpecs:     []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
+		ProxyOptions: push.proxyFor(req.URL),
 	})
 	err = push.err(err)
 	if err != nil {
