@@ -79,7 +79,7 @@ type Commit struct {
 type Stats struct {
 	Lists   int64
 	Fetches int64
-	// Reverts counts the clones made to build a revert.
+	// Reverts counts the reverts built (each fetches its branch into the shared store).
 	Reverts int64
 }
 
