@@ -2,6 +2,11 @@
 // a remote head is listed (ls-remote) at most once per short window per repository, reference
 // and credentials, a commit already in the shared object store is never fetched again, and a
 // checked-out tree is shared by all releases at that commit.
+//
+// Repositories and servers are treated as hostile: trees are checked entry by entry and
+// written through os.Root, checkouts and answers are capped (Limits), every remote
+// operation has a deadline, and stores are never shared between credentials. Importing the
+// package installs go-git's HTTP(S) transport for the whole process (see transport.go).
 package git
 
 import (

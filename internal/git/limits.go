@@ -14,7 +14,8 @@ type Limits struct {
 	// CheckoutFiles caps the files, folders and links of one checkout.
 	CheckoutFiles int64
 	// FetchBytes caps the bytes read from a server for one remote operation (a listing, a
-	// fetch, a clone, a push), over HTTP(S) and, for the pack, over SSH.
+	// fetch, a push), over HTTP(S) and SSH. file:// URLs, for local development only, are
+	// not counted.
 	FetchBytes int64
 	// Timeout bounds one remote operation when the caller's context has no earlier
 	// deadline: a server that accepts and never answers must not hold a reconcile.

@@ -14,7 +14,7 @@ var ErrUnsafeTree = errors.New("unsafe repository tree")
 
 // unsafeEntry is the error for the entry at p (slash-separated, from the checkout's root).
 func unsafeEntry(p, why string) error {
-	return fmt.Errorf("%w: entry %q %s: remove it from the repository (git rm) or rename it, then push", ErrUnsafeTree, p, why)
+	return fmt.Errorf("%w: entry %q %s: nothing was checked out; remove it from the repository (git rm), rename it, or point the link inside the repository, then push", ErrUnsafeTree, p, why)
 }
 
 // ValidateEntryName says whether name, one entry of a Git tree, is safe to create in a

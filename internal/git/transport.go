@@ -24,7 +24,10 @@ import (
 // HTTP(S) answer go-git reads in this process goes through a cap: the one of the remote
 // operation that asked (set by the Cache in the request's context), or DefaultLimits'.
 // go-git keeps its protocols in a global table, so this is installed once, here, before
-// any Cache runs.
+// any Cache runs. Headers are bounded by net/http (MaxResponseHeaderBytes). go-git builds a
+// transport of its own, without the cap, for endpoints with TLS or proxy options: the
+// Cache sets none for HTTP(S) (HTTPS_PROXY from the environment still applies, through
+// base).
 func init() {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	c := githttp.NewClient(&http.Client{Transport: cappedTransport{base: base}})
