@@ -31,10 +31,16 @@ var ErrInvalidCredentials = errors.New("invalid credentials")
 // of a Flux GitRepository Secret: username and password (or bearerToken) for HTTP(S);
 // identity, known_hosts and optionally password for SSH. data may be nil for anonymous
 // access over HTTP(S) and file://. SSH always needs known_hosts: host keys are never skipped.
+// A URL CheckURL refuses is refused here too (ErrURLNotAllowed).
 func AuthFromSecret(repoURL string, data map[string][]byte) (*Auth, error) {
+	// file:// is refused or allowed by the Cache that reads it; everything else about the
+	// URL is checked here, before a credential is built for it.
+	if err := CheckURL(repoURL, true); err != nil {
+		return nil, err
+	}
 	u, err := url.Parse(repoURL)
 	if err != nil {
-		return nil, fmt.Errorf("parsing URL %q: %w", repoURL, err)
+		return nil, err
 	}
 	auth := &Auth{ID: credentialsID(data)}
 	switch u.Scheme {

@@ -2,6 +2,11 @@
 // a remote head is listed (ls-remote) at most once per short window per repository, reference
 // and credentials, a commit already in the shared object store is never fetched again, and a
 // checked-out tree is shared by all releases at that commit.
+//
+// Repositories and servers are treated as hostile: trees are checked entry by entry and
+// written through os.Root, checkouts and answers are capped (Limits), every remote
+// operation has a deadline, and stores are never shared between credentials. Importing the
+// package installs go-git's HTTP(S) transport for the whole process (see transport.go).
 package git
 
 import (
@@ -21,6 +26,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"golang.org/x/sync/singleflight"
 )
@@ -78,13 +84,20 @@ type Commit struct {
 type Stats struct {
 	Lists   int64
 	Fetches int64
-	// Reverts counts the clones made to build a revert.
+	// Reverts counts the reverts built (each fetches its branch into the shared store).
 	Reverts int64
 }
 
 // Cache is the shared store of every repository the operator reads. It is safe for
-// concurrent use.
+// concurrent use. Its exported fields are settings: set them before the first call.
 type Cache struct {
+	// Limits bound what one repository can make the cache write, read and wait for.
+	// Fields left at zero take DefaultLimits'.
+	Limits Limits
+	// AllowFileURLs lets releases read file:// repositories, on the manager's own file
+	// system: for local development only (the manager's --allow-file-urls).
+	AllowFileURLs bool
+
 	dir string
 	// headTTL is how long a listed head is reused by other releases on the same repository.
 	headTTL time.Duration
@@ -106,7 +119,7 @@ type head struct {
 
 // NewCache keeps its repositories under dir.
 func NewCache(dir string) *Cache {
-	return &Cache{dir: dir, headTTL: time.Second, keepCheckouts: 8, heads: map[string]head{}, repos: map[string]*repository{}}
+	return &Cache{Limits: DefaultLimits, dir: dir, headTTL: time.Second, keepCheckouts: 8, heads: map[string]head{}, repos: map[string]*repository{}}
 }
 
 // Stats returns how many lists and fetches the cache made so far.
@@ -135,7 +148,10 @@ func (c *Cache) Resolve(ctx context.Context, repoURL string, ref Reference, auth
 // remote, which proves the credentials can read the repository. listedAt is when the listing
 // that answered began: the answer is the remote as of then.
 func (c *Cache) ResolveSince(ctx context.Context, repoURL string, ref Reference, auth *Auth, notBefore time.Time) (hash string, listedAt time.Time, err error) {
-	key := repoURL + "\x00" + ref.String() + "\x00" + auth.ID
+	if err := c.checkRemote(repoURL, ref); err != nil {
+		return "", time.Time{}, err
+	}
+	key := repoURL + "\x00" + ref.String() + "\x00" + authID(auth)
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		h, ok := c.heads[key]
@@ -172,11 +188,12 @@ type PathChange struct {
 	From, To, Path string
 }
 
-// PathsChanged answers each question against the shared store of repoURL. A commit that is
-// not in the store counts as a change. Trees are read once each, so a thousand releases at
-// their own paths of one repository cost two walks of the shared folders, not a thousand.
-func (c *Cache) PathsChanged(repoURL string, questions []PathChange) ([]bool, error) {
-	r, err := c.repository(repoURL)
+// PathsChanged answers each question against the shared store of repoURL read with auth's
+// credentials. A commit that is not in the store counts as a change. Trees are read once
+// each, so a thousand releases at their own paths of one repository cost two walks of the
+// shared folders, not a thousand.
+func (c *Cache) PathsChanged(repoURL string, auth *Auth, questions []PathChange) ([]bool, error) {
+	r, err := c.repository(repoURL, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -247,10 +264,12 @@ func (c *Cache) list(ctx context.Context, repoURL string, ref Reference, auth *A
 	c.mu.Lock()
 	c.stats.Lists++
 	c.mu.Unlock()
+	op := c.remote(ctx)
+	defer op.cancel()
 	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
-	refs, err := remote.ListContext(ctx, &gogit.ListOptions{Auth: auth.Method, PeelingOption: gogit.AppendPeeled})
+	refs, err := remote.ListContext(op.ctx, &gogit.ListOptions{Auth: authMethod(auth), PeelingOption: gogit.AppendPeeled, ProxyOptions: op.proxyFor(repoURL)})
 	if err != nil {
-		return "", fmt.Errorf("listing references of %s: %w", Redact(repoURL), err)
+		return "", fmt.Errorf("listing references of %s: %w", Redact(repoURL), op.err(err))
 	}
 	byName := make(map[string]string, len(refs))
 	for _, r := range refs {
@@ -290,22 +309,27 @@ type checkout struct {
 	dir     string
 	users   int
 	lastUse time.Time
+	// used is what the checkout holds, for the limits of the next checkout moved from it.
+	used usage
 }
 
-func (c *Cache) repository(repoURL string) (*repository, error) {
+// repository is the store of repoURL read with auth's credentials. A store is never shared
+// between credentials: what one tenant's credentials fetched (a private repository behind
+// a public URL's name) must not serve a release that holds other credentials, or none.
+func (c *Cache) repository(repoURL string, auth *Auth) (*repository, error) {
+	key := repoURL + "\x00" + authID(auth)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r, ok := c.repos[repoURL]; ok {
+	if r, ok := c.repos[key]; ok {
 		return r, nil
 	}
-	sum := sha256.Sum256([]byte(repoURL))
-	dir := filepath.Join(c.dir, hex.EncodeToString(sum[:8]))
+	sum := sha256.Sum256([]byte(key))
+	dir := filepath.Join(c.dir, hex.EncodeToString(sum[:16]))
+	// The store has no remote in its config: every fetch names its URL, so that a config
+	// changed on disk cannot send the credentials elsewhere.
 	repo, err := gogit.PlainOpen(filepath.Join(dir, "objects.git"))
 	if errors.Is(err, gogit.ErrRepositoryNotExists) {
 		repo, err = gogit.PlainInit(filepath.Join(dir, "objects.git"), true)
-		if err == nil {
-			_, err = repo.CreateRemote(&config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
-		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the local store of %s: %w", Redact(repoURL), err)
@@ -315,7 +339,7 @@ func (c *Cache) repository(repoURL string) (*repository, error) {
 		return nil, err
 	}
 	r := &repository{dir: dir, repo: repo, checkouts: map[string]*checkout{}}
-	c.repos[repoURL] = r
+	c.repos[key] = r
 	return r, nil
 }
 
@@ -323,7 +347,13 @@ func (c *Cache) repository(repoURL string) (*repository, error) {
 // it if not, and returns a folder holding the commit's tree and the commit's description.
 // The folder is shared and must not be changed; call release when done with it.
 func (c *Cache) Checkout(ctx context.Context, repoURL string, ref Reference, hash string, auth *Auth) (dir string, commit Commit, release func(), err error) {
-	r, err := c.repository(repoURL)
+	if err := c.checkRemote(repoURL, ref); err != nil {
+		return "", Commit{}, nil, err
+	}
+	if !isHash(hash) {
+		return "", Commit{}, nil, fmt.Errorf("%w: commit %q is not a full hash", ErrInvalidReference, hash)
+	}
+	r, err := c.repository(repoURL, auth)
 	if err != nil {
 		return "", Commit{}, nil, err
 	}
@@ -348,10 +378,10 @@ func (c *Cache) Checkout(ctx context.Context, repoURL string, ref Reference, has
 	co, ok := r.checkouts[hash]
 	if !ok {
 		dir := filepath.Join(r.dir, "trees", hash)
-		if err := r.checkoutTree(obj, dir); err != nil {
-			return "", Commit{}, nil, fmt.Errorf("checking out %s: %w", hash, err)
+		co, err = r.checkoutTree(obj, dir, c.Limits.orDefault())
+		if err != nil {
+			return "", Commit{}, nil, fmt.Errorf("checking out %s of %s: %w", hash, Redact(repoURL), err)
 		}
-		co = &checkout{dir: dir}
 		r.checkouts[hash] = co
 	}
 	co.users++
@@ -384,14 +414,20 @@ func (c *Cache) fetch(ctx context.Context, r *repository, repoURL string, ref Re
 	default:
 		spec = "+refs/heads/*:refs/remotes/origin/*"
 	}
-	err := r.repo.FetchContext(ctx, &gogit.FetchOptions{
-		RefSpecs: []config.RefSpec{spec},
-		Auth:     auth.Method,
-		Tags:     gogit.NoTags,
-		Force:    true,
+	op := c.remote(ctx)
+	defer op.cancel()
+	// A remote made here, not read from the store's config: the URL is the release's.
+	remote := gogit.NewRemote(r.repo.Storer, &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
+	err := remote.FetchContext(op.ctx, &gogit.FetchOptions{
+		RemoteURL:    repoURL,
+		RefSpecs:     []config.RefSpec{spec},
+		Auth:         authMethod(auth),
+		Tags:         gogit.NoTags,
+		Force:        true,
+		ProxyOptions: op.proxyFor(repoURL),
 	})
 	if err != nil && !errors.Is(err, gogit.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetching %s from %s: %w", ref, Redact(repoURL), err)
+		return fmt.Errorf("fetching %s from %s: %w", ref, Redact(repoURL), op.err(err))
 	}
 	return nil
 }
@@ -412,6 +448,30 @@ func (c *Cache) evict(r *repository) {
 		_ = os.RemoveAll(r.checkouts[hash].dir)
 		delete(r.checkouts, hash)
 	}
+}
+
+// checkRemote refuses a URL or a reference the operator must not use, before anything is
+// sent anywhere.
+func (c *Cache) checkRemote(repoURL string, ref Reference) error {
+	if err := CheckURL(repoURL, c.AllowFileURLs); err != nil {
+		return err
+	}
+	return ref.Validate()
+}
+
+// authID is the identity of the credentials, "" for anonymous access.
+func authID(auth *Auth) string {
+	if auth == nil {
+		return ""
+	}
+	return auth.ID
+}
+
+func authMethod(auth *Auth) transport.AuthMethod {
+	if auth == nil {
+		return nil
+	}
+	return auth.Method
 }
 
 func describe(c *object.Commit) Commit {

@@ -81,16 +81,21 @@ func TestCheckoutTreeIncremental(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(r.dir, "trees", hash)
-		if err := r.checkoutTree(c, dir); err != nil {
+		co, err := r.checkoutTree(c, dir, DefaultLimits)
+		if err != nil {
 			t.Fatal(err)
 		}
-		r.checkouts[hash] = &checkout{dir: dir}
+		r.checkouts[hash] = co
 		if len(r.checkouts) != 1 {
 			t.Fatalf("%d checkouts on disk, want the one moved forward", len(r.checkouts))
 		}
 		want := filepath.Join(t.TempDir(), "full")
-		if err := writeTree(c, want); err != nil {
+		full, err := writeTree(repo, c, want, DefaultLimits)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if co.used != full {
+			t.Fatalf("commit %s: the moved checkout counts %+v against the limits, a full checkout %+v", hash[:7], co.used, full)
 		}
 		if got, exp := listTree(t, dir), listTree(t, want); got != exp {
 			t.Fatalf("commit %s: incremental checkout\n%s\nfull checkout\n%s", hash[:7], got, exp)

@@ -40,10 +40,20 @@ type ProposeResult struct {
 // failed revision for the same release is returned (Existing) and nothing is pushed, so a
 // failed revision never gets a second branch.
 func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeResult, error) {
+	if err := c.checkRevert(req); err != nil {
+		return nil, err
+	}
+	for _, branch := range ProposalBranches(req.Failed, req.Release) {
+		if err := ValidateBranch(branch); err != nil {
+			return nil, err
+		}
+	}
+	list := c.remote(ctx)
+	defer list.cancel()
 	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{req.URL}})
-	refs, err := remote.ListContext(ctx, &gogit.ListOptions{Auth: req.Auth.Method})
+	refs, err := remote.ListContext(list.ctx, &gogit.ListOptions{Auth: authMethod(req.Auth), ProxyOptions: list.proxyFor(req.URL)})
 	if err != nil {
-		return nil, fmt.Errorf("listing references of %s: %w", Redact(req.URL), err)
+		return nil, fmt.Errorf("listing references of %s: %w", Redact(req.URL), list.err(err))
 	}
 	heads := map[string]bool{}
 	for _, r := range refs {
@@ -52,7 +62,7 @@ func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeR
 	var taken []string
 	for _, branch := range ProposalBranches(req.Failed, req.Release) {
 		if heads[plumbing.NewBranchReferenceName(branch).String()] {
-			head, err := branchHead(ctx, req.URL, req.Auth, branch)
+			head, err := c.branchHead(ctx, req.URL, req.Auth, branch)
 			if err != nil {
 				return nil, err
 			}
@@ -78,7 +88,7 @@ func (c *Cache) ProposeRevert(ctx context.Context, req RevertRequest) (*ProposeR
 			// The revert is already on the base branch.
 			return &ProposeResult{RevertResult: *res}, nil
 		}
-		head, err := branchHead(ctx, req.URL, req.Auth, branch)
+		head, err := c.branchHead(ctx, req.URL, req.Auth, branch)
 		if err != nil {
 			return nil, err
 		}
@@ -100,18 +110,21 @@ func revertedBy(message string) []Commit {
 }
 
 // branchHead reads the head commit of a branch of the remote.
-func branchHead(ctx context.Context, repoURL string, auth *Auth, branch string) (*object.Commit, error) {
-	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
+func (c *Cache) branchHead(ctx context.Context, repoURL string, auth *Auth, branch string) (*object.Commit, error) {
+	op := c.remote(ctx)
+	defer op.cancel()
+	repo, err := gogit.CloneContext(op.ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
 		URL:           repoURL,
-		Auth:          auth.Method,
+		Auth:          authMethod(auth),
 		ReferenceName: plumbing.NewBranchReferenceName(branch),
 		SingleBranch:  true,
 		Depth:         1,
 		Tags:          gogit.NoTags,
 		NoCheckout:    true,
+		ProxyOptions:  op.proxyFor(repoURL),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading branch %s of %s: %w", branch, Redact(repoURL), err)
+		return nil, fmt.Errorf("reading branch %s of %s: %w", branch, Redact(repoURL), op.err(err))
 	}
 	ref, err := repo.Head()
 	if err != nil {
@@ -136,10 +149,11 @@ type ProposalOutcome struct {
 // maxOutcomeWalk bounds the commits looked at for a merged revert.
 const maxOutcomeWalk = 2000
 
-// Outcome looks, in the local store of repoURL (where head was checked out), for what
-// became of the revert commit revertCommit of failed for release under path.
-func (c *Cache) Outcome(repoURL, head, failed, revertCommit, release, path string) (ProposalOutcome, error) {
-	r, err := c.repository(repoURL)
+// Outcome looks, in the local store of repoURL read with auth's credentials (where head
+// was checked out), for what became of the revert commit revertCommit of failed for
+// release under path.
+func (c *Cache) Outcome(repoURL string, auth *Auth, head, failed, revertCommit, release, path string) (ProposalOutcome, error) {
+	r, err := c.repository(repoURL, auth)
 	if err != nil {
 		return ProposalOutcome{}, err
 	}

@@ -133,7 +133,7 @@ func TestOutcome(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			release()
 
-			out, err := cache.Outcome(repo.URL(), head, failed, res.Commit, "shop/web", "deploy/prod")
+			out, err := cache.Outcome(repo.URL(), auth, head, failed, res.Commit, "shop/web", "deploy/prod")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(out).To(Equal(ProposalOutcome{Merged: merged, PathChanged: tc.pathChange}))
 		})

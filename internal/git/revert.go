@@ -14,7 +14,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/storage/memory"
 )
 
 // RevertRequest asks for the commits after Healthy up to Failed that changed Path to be
@@ -96,24 +95,28 @@ var beforePush func()
 // pushed since changed the path, someone fixed forward while the revert was being pushed,
 // and the rollback is dropped (ErrFixedForward) for the new head to be applied instead.
 func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead string, headOut *string) (*RevertResult, error) {
+	if err := c.checkRevert(req); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	c.stats.Reverts++
 	c.mu.Unlock()
-	// A bare clone: the revert is built from trees and blobs, no worktree is checked out.
-	repo, err := gogit.CloneContext(ctx, memory.NewStorage(), nil, &gogit.CloneOptions{
-		URL:           req.URL,
-		Auth:          req.Auth.Method,
-		ReferenceName: plumbing.NewBranchReferenceName(req.Branch),
-		SingleBranch:  true,
-		NoCheckout:    true,
-		Tags:          gogit.NoTags,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cloning %s for the revert: %w", Redact(req.URL), err)
-	}
-	headRef, err := repo.Head()
+	// Built in the shared store of the URL and credentials, not in a clone in memory: the
+	// history is on disk and mostly there already, so only what is new is fetched, and a
+	// long history is never held in memory. The store is locked until the push is done.
+	r, err := c.repository(req.URL, req.Auth)
 	if err != nil {
 		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := c.fetch(ctx, r, req.URL, Reference{Branch: req.Branch}, req.Auth); err != nil {
+		return nil, fmt.Errorf("reading branch %s for the revert: %w", req.Branch, err)
+	}
+	repo := r.repo
+	headRef, err := repo.Reference(plumbing.NewRemoteReferenceName(gogit.DefaultRemoteName, req.Branch), true)
+	if err != nil {
+		return nil, fmt.Errorf("reading branch %s of %s: %w", req.Branch, Redact(req.URL), err)
 	}
 	head, err := repo.CommitObject(headRef.Hash())
 	if err != nil {
@@ -223,9 +226,13 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	if err != nil {
 		return nil, fmt.Errorf("committing the revert: %w", err)
 	}
-	if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName(req.Branch), hash)); err != nil {
+	// A reference of the store's own, pushed from, and removed once pushed or refused: the
+	// store's other references mirror the remote.
+	local := plumbing.ReferenceName("refs/immutable-release/revert/" + req.Branch)
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(local, hash)); err != nil {
 		return nil, err
 	}
+	defer func() { _ = repo.Storer.RemoveReference(local) }()
 	target := req.Branch
 	if req.PushBranch != "" {
 		target = req.PushBranch
@@ -233,10 +240,17 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	if beforePush != nil {
 		beforePush()
 	}
-	err = repo.PushContext(ctx, &gogit.PushOptions{
-		Auth:     req.Auth.Method,
-		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", req.Branch, target))},
+	push := c.remote(ctx)
+	defer push.cancel()
+	// A remote made here, as for fetches: the URL is the request's.
+	remote := gogit.NewRemote(repo.Storer, &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{req.URL}})
+	err = remote.PushContext(push.ctx, &gogit.PushOptions{
+		RemoteURL:    req.URL,
+		Auth:         authMethod(req.Auth),
+		RefSpecs:     []config.RefSpec{config.RefSpec(fmt.Sprintf("%s:refs/heads/%s", local, target))},
+		ProxyOptions: push.proxyFor(req.URL),
 	})
+	err = push.err(err)
 	if err != nil {
 		if errors.Is(err, gogit.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
 			return nil, fmt.Errorf("%w: %v", errNonFastForward, err)
@@ -244,6 +258,21 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 		return nil, fmt.Errorf("pushing the revert to %s: %w", Redact(req.URL), err)
 	}
 	return &RevertResult{Commit: hash.String(), Reverted: reverted}, nil
+}
+
+// checkRevert refuses a request whose URL or branches the operator must not use, before
+// anything is sent: the branches go into refspecs.
+func (c *Cache) checkRevert(req RevertRequest) error {
+	if err := CheckURL(req.URL, c.AllowFileURLs); err != nil {
+		return err
+	}
+	if err := ValidateBranch(req.Branch); err != nil {
+		return err
+	}
+	if req.PushBranch != "" {
+		return ValidateBranch(req.PushBranch)
+	}
+	return nil
 }
 
 // revertMessage is in git's own form, with trailers that say why and find it again.

@@ -345,3 +345,32 @@ func TestRevertPushRace(t *testing.T) {
 		})
 	}
 }
+
+// TestRevertBuildsInTheSharedStore: the revert is built in the store of the URL and
+// credentials, not in a clone in memory: the revert commit is there afterwards, and the
+// store keeps no reference of its own.
+func TestRevertBuildsInTheSharedStore(t *testing.T) {
+	g := NewWithT(t)
+	srv, repo, _ := newRepo(t)
+	healthy := write(t, repo, "Healthy", healthyFiles)
+	failed := write(t, repo, "Bad image", map[string]string{"deploy/prod/app.yaml": badApp})
+	dir := t.TempDir()
+	cache := NewCache(dir)
+	req := revertRequest(t, srv, repo, healthy, failed)
+	_, _, release, err := cache.Checkout(context.Background(), repo.URL(), Reference{Branch: "main"}, failed, req.Auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
+
+	res, err := cache.Revert(context.Background(), req)
+	g.Expect(err).NotTo(HaveOccurred())
+	changed, err := cache.PathsChanged(repo.URL(), req.Auth, []PathChange{{From: failed, To: res.Commit, Path: "deploy/prod"}})
+	g.Expect(err).NotTo(HaveOccurred(), "the revert commit is in the shared store")
+	g.Expect(changed).To(Equal([]bool{true}))
+	stores, err := filepath.Glob(filepath.Join(dir, "*", "objects.git"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stores).To(HaveLen(1), "one store for the URL and credentials")
+	refs, err := exec.Command("git", "-C", stores[0], "for-each-ref", "--format=%(refname)").Output()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(refs)).NotTo(ContainSubstring("refs/immutable-release/"))
+	g.Expect(string(refs)).To(ContainSubstring("refs/remotes/origin/main"))
+}
