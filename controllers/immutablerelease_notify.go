@@ -96,7 +96,7 @@ func (r *ImmutableReleaseReconciler) enqueueNotified(_ context.Context, e event.
 // count as changed and each reconcile reports the failure on its release.
 func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases []*v1alpha1.ImmutableRelease, pushedAt time.Time) (changed, unchanged []*v1alpha1.ImmutableRelease) {
 	first := releases[0]
-	head, err := r.fetchHead(ctx, first, pushedAt)
+	head, auth, err := r.fetchHead(ctx, first, pushedAt)
 	if err != nil {
 		log.FromContext(ctx).V(1).Info("Could not read the pushed head; queueing every release", "error", err.Error())
 		return releases, nil
@@ -105,7 +105,8 @@ func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases
 	var asked []*v1alpha1.ImmutableRelease
 	for _, rel := range releases {
 		applied := git.RevisionHash(rel.Status.LastAppliedRevision)
-		if rel.Spec.Git.URL != first.Spec.Git.URL || applied == "" {
+		// Only a release reading the store of the same credentials can be answered from it.
+		if rel.Spec.Git.URL != first.Spec.Git.URL || !sameCredentials(rel, first) || applied == "" {
 			changed = append(changed, rel)
 			continue
 		}
@@ -113,7 +114,7 @@ func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases
 		asked = append(asked, rel)
 	}
 	// An error leaves its answer at "changed": only the order depends on it.
-	answers, _ := r.Git.PathsChanged(first.Spec.Git.URL, questions)
+	answers, _ := r.Git.PathsChanged(first.Spec.Git.URL, auth, questions)
 	for i, rel := range asked {
 		if answers == nil || answers[i] {
 			changed = append(changed, rel)
@@ -125,23 +126,31 @@ func (r *ImmutableReleaseReconciler) splitByChange(ctx context.Context, releases
 }
 
 // fetchHead lists the release's reference as of the push and brings the commit into the
-// shared store, where the reconciles that follow find it.
-func (r *ImmutableReleaseReconciler) fetchHead(ctx context.Context, obj *v1alpha1.ImmutableRelease, notBefore time.Time) (string, error) {
+// shared store, where the reconciles that follow find it. auth is what it read the store with.
+func (r *ImmutableReleaseReconciler) fetchHead(ctx context.Context, obj *v1alpha1.ImmutableRelease, notBefore time.Time) (string, *git.Auth, error) {
 	auth, err := r.gitAuth(ctx, obj)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	ref := gitReference(obj)
 	ctx, cancel := r.gitContext(ctx, obj)
 	defer cancel()
 	hash, _, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	_, _, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	release()
-	return hash, nil
+	return hash, auth, nil
+}
+
+// sameCredentials says whether two releases read Git with the same Secret.
+func sameCredentials(a, b *v1alpha1.ImmutableRelease) bool {
+	if a.Spec.Git.SecretRef == nil || b.Spec.Git.SecretRef == nil {
+		return a.Spec.Git.SecretRef == nil && b.Spec.Git.SecretRef == nil
+	}
+	return a.Namespace == b.Namespace && a.Spec.Git.SecretRef.Name == b.Spec.Git.SecretRef.Name
 }

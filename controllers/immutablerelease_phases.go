@@ -34,7 +34,9 @@ type scope struct {
 	// listedAt is when the listing that gave revision was made: the remote as of then.
 	listedAt time.Time
 	commit   git.Commit
-	dir      string
+	// auth is what Git was read with, when this reconcile read it.
+	auth *git.Auth
+	dir  string
 	// objects are prepared for apply: namespaces set, owner labels added.
 	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
@@ -252,7 +254,7 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	hash, listedAt, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
 	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
 	if err != nil {
-		return nil, retry(v1alpha1.GitOperationFailedReason, err)
+		return nil, gitFailure(err)
 	}
 	s.revision, s.listedAt = git.Revision(ref, hash), listedAt
 	obj.Status.LastAttemptedRevision = s.revision
@@ -260,9 +262,9 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 	dir, commit, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
 	gitDuration.WithLabelValues("checkout").Observe(time.Since(checkoutStart).Seconds())
 	if err != nil {
-		return nil, retry(v1alpha1.GitOperationFailedReason, err)
+		return nil, gitFailure(err)
 	}
-	s.dir, s.commit = dir, commit
+	s.dir, s.commit, s.auth = dir, commit, auth
 	return release, nil
 }
 
@@ -280,6 +282,9 @@ func (r *ImmutableReleaseReconciler) gitAuth(ctx context.Context, obj *v1alpha1.
 		data = secret.Data
 	}
 	auth, err := git.AuthFromSecret(obj.Spec.Git.URL, data)
+	if errors.Is(err, git.ErrURLNotAllowed) {
+		return nil, gitFailure(err)
+	}
 	if err != nil {
 		if obj.Spec.Git.SecretRef != nil {
 			err = fmt.Errorf("secret %q: %w", obj.Spec.Git.SecretRef.Name, err)
@@ -287,6 +292,21 @@ func (r *ImmutableReleaseReconciler) gitAuth(ctx context.Context, obj *v1alpha1.
 		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
 	}
 	return auth, nil
+}
+
+// gitFailure gives a failed Git operation its reason: what a hostile or mistaken
+// repository or spec caused waits for a change (stalled); anything else is retried.
+func gitFailure(err error) error {
+	switch {
+	case errors.Is(err, git.ErrURLNotAllowed), errors.Is(err, git.ErrInvalidReference):
+		return stall(v1alpha1.InvalidGitSourceReason, err)
+	case errors.Is(err, git.ErrUnsafeTree):
+		return stall(v1alpha1.UnsafeRepositoryReason, err)
+	case errors.Is(err, git.ErrTooLarge):
+		return stall(v1alpha1.RepositoryTooLargeReason, err)
+	default:
+		return retry(v1alpha1.GitOperationFailedReason, err)
+	}
 }
 
 func gitReference(obj *v1alpha1.ImmutableRelease) git.Reference {

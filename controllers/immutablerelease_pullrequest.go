@@ -150,7 +150,15 @@ func (r *ImmutableReleaseReconciler) settleProposal(ctx context.Context, s *scop
 	if !conditions.IsTrue(obj, v1alpha1.RollbackPendingCondition) || lr == nil || lr.FailedRevision == s.revision {
 		return
 	}
-	out, err := r.Git.Outcome(obj.Spec.Git.URL, s.commit.Hash, git.RevisionHash(lr.FailedRevision), lr.RevertCommit, obj.Namespace+"/"+obj.Name, obj.Spec.Path)
+	auth := s.auth
+	var err error
+	if auth == nil {
+		auth, err = r.gitAuth(ctx, obj)
+	}
+	var out git.ProposalOutcome
+	if err == nil {
+		out, err = r.Git.Outcome(obj.Spec.Git.URL, auth, s.commit.Hash, git.RevisionHash(lr.FailedRevision), lr.RevertCommit, obj.Namespace+"/"+obj.Name, obj.Spec.Path)
+	}
 	if err != nil {
 		// The new head is applied whatever it holds; do not keep claiming a pending rollback.
 		log.FromContext(ctx).Error(err, "Reading what became of the proposed revert")

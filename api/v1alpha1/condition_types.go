@@ -45,6 +45,23 @@ const (
 	// hold usable credentials. Retried with backoff.
 	AuthenticationFailedReason string = "AuthenticationFailed"
 
+	// InvalidGitSourceReason: spec.git names a URL or reference the manager refuses: a
+	// scheme other than http, https or ssh (file:// only with --allow-file-urls),
+	// credentials written into the URL (they belong in secretRef), or a branch or tag name
+	// that Git itself would refuse. Terminal until the spec changes.
+	InvalidGitSourceReason string = "InvalidGitSource"
+
+	// UnsafeRepositoryReason: the fetched tree holds an entry that would write outside its
+	// checkout (a name such as .., .git or one with a slash, a duplicate, or a symlink that
+	// leads out). Nothing is checked out or applied; it waits for a new commit.
+	UnsafeRepositoryReason string = "UnsafeRepository"
+
+	// RepositoryTooLargeReason: the repository answered more bytes than the manager's
+	// --git-max-fetch-bytes, or the commit's tree would write more than
+	// --git-max-checkout-bytes or --git-max-checkout-files. Nothing is applied; it waits
+	// for a new commit.
+	RepositoryTooLargeReason string = "RepositoryTooLarge"
+
 	// InvalidPathReason: spec.path leaves the repository (with .. or a symlink). Terminal until
 	// the spec changes.
 	InvalidPathReason string = "InvalidPath"

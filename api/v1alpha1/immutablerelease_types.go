@@ -249,7 +249,9 @@ type DriftSpec struct {
 
 // GitSource says where the manifests come from.
 type GitSource struct {
-	// url is the repository address: http://, https://, ssh:// or file://.
+	// url is the repository address: http://, https:// or ssh://; file:// only when the
+	// manager runs with --allow-file-urls (local development). Credentials never go in the
+	// URL: they belong in secretRef.
 	// +kubebuilder:validation:Pattern="^(http|https|ssh|file)://.*$"
 	// +required
 	URL string `json:"url"`

@@ -58,6 +58,8 @@ func main() {
 		gitTimeout    time.Duration
 		secureMetrics bool
 		remoteBases   bool
+		fileURLs      bool
+		gitLimits     = git.DefaultLimits
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates and authorizes (get on the non-resource URL /metrics, as the metrics-reader ClusterRole grants). false serves plain HTTP to anyone who reaches the port: for local development only.")
@@ -78,6 +80,10 @@ func main() {
 	flag.StringVar(&unconfined, "unconfined-namespaces", "", "Comma-separated namespaces whose releases, acting as the manager without spec.serviceAccountName, may apply cluster-scoped objects and into other namespaces: for the platform's own releases only. No release may ever change the operator's own objects.")
 	flag.DurationVar(&gitTimeout, "git-timeout", controllers.DefaultGitTimeout, "How long one Git operation (listing, fetch, push) of a release may take, unless its spec.git.timeout says otherwise.")
 	flag.BoolVar(&remoteBases, "allow-remote-bases", false, "Let kustomizations load remote resources and bases (http(s) URLs and Git repositories) from the manager's network. Off: only files of the release's own repository are read, as Flux's --no-remote-bases.")
+	flag.BoolVar(&fileURLs, "allow-file-urls", false, "Accept file:// Git URLs. For local development only: with it, any tenant's release can read any repository on the manager's disk, other tenants' stores included.")
+	flag.Int64Var(&gitLimits.FetchBytes, "git-max-fetch-bytes", git.DefaultLimits.FetchBytes, "The most bytes one Git listing or fetch may receive; a larger answer fails its release with RepositoryTooLarge.")
+	flag.Int64Var(&gitLimits.CheckoutBytes, "git-max-checkout-bytes", git.DefaultLimits.CheckoutBytes, "The most bytes one checked-out commit may write to the storage path; a larger tree fails its release with RepositoryTooLarge.")
+	flag.Int64Var(&gitLimits.CheckoutFiles, "git-max-checkout-files", git.DefaultLimits.CheckoutFiles, "The most files one checked-out commit may write to the storage path.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -136,6 +142,9 @@ func main() {
 	limits := manifest.DefaultLimits
 	limits.AllowRemoteBases = remoteBases
 	gitCache := git.NewCache(storagePath)
+	gitLimits.Timeout = gitTimeout
+	gitCache.Limits = gitLimits
+	gitCache.AllowFileURLs = fileURLs
 	ctrlmetrics.Registry.MustRegister(controllers.GitMetrics(gitCache))
 	r := &controllers.ImmutableReleaseReconciler{
 		Client:    mgr.GetClient(),

@@ -136,6 +136,9 @@ func fetchHead(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRele
 	}
 	removeTmp := func() { _ = os.RemoveAll(tmp) }
 	cache := git.NewCache(tmp)
+	// The plugin reads with its user's own rights on its user's own machine: a file:// URL
+	// (a release of a manager run with --allow-file-urls) reads that user's disk.
+	cache.AllowFileURLs = true
 	ref := git.Reference{Branch: rel.Spec.Git.Ref.Branch, Tag: rel.Spec.Git.Ref.Tag, Commit: rel.Spec.Git.Ref.Commit}
 	hash, err := cache.Resolve(ctx, rel.Spec.Git.URL, ref, auth, true)
 	if err != nil {
