@@ -79,7 +79,7 @@ func TestKubectlReleaseDiffAndVerifyAgainst(t *testing.T) {
 	g.Expect(errOut).To(BeEmpty())
 	g.Expect(code).To(Equal(cli.ExitOK))
 	g.Expect(out).To(ContainSubstring(": 4 objects, 1 images pinned by digest\n"))
-	g.Expect(out).To(ContainSubstring("ConfigMap/" + ns + "/web-settings configured: data.greeting\n"))
+	g.Expect(out).To(ContainSubstring("ConfigMap/" + ns + "/web-settings configured: data[greeting]\n"))
 	g.Expect(out).To(ContainSubstring("-  greeting: hello\n+  greeting: bonjour\n"))
 	g.Expect(out).To(ContainSubstring("Secret/" + ns + "/token created\n"))
 	g.Expect(out).NotTo(ContainSubstring("s3cr3t"))

@@ -40,7 +40,7 @@ type objectChange struct {
 	Action string `json:"action"`
 	// Fields are the paths that change, for configured objects.
 	Fields []string `json:"fields,omitempty"`
-	// Diff is a unified diff of the object's YAML, Secret values masked.
+	// Diff is a unified diff of the object's YAML, Secret values hidden (drift.Redact).
 	Diff string `json:"diff,omitempty"`
 }
 
@@ -233,8 +233,8 @@ func crdKind(obj *unstructured.Unstructured) (schema.GroupKind, bool) {
 
 // compare says what turning live into merged is; either may be nil (created, deleted).
 func compare(name string, live, merged *unstructured.Unstructured, source string) objectChange {
-	live, merged = withoutServerFields(live), withoutServerFields(merged)
-	maskSecret(live, merged)
+	// Secret values are hidden, as kubectl diff hides them: a diff lands in CI logs.
+	live, merged = drift.Redact(withoutServerFields(live), withoutServerFields(merged))
 	before, after := toYAML(live), toYAML(merged)
 	change := objectChange{Object: name}
 	switch {
@@ -281,44 +281,6 @@ func withoutServerFields(u *unstructured.Unstructured) *unstructured.Unstructure
 	}
 	unstructured.RemoveNestedField(u.Object, "status")
 	return u
-}
-
-// maskSecret hides the values of Secrets, as kubectl diff does: a diff lands in CI logs.
-func maskSecret(live, merged *unstructured.Unstructured) {
-	isSecret := func(u *unstructured.Unstructured) bool {
-		return u != nil && u.GetKind() == "Secret" && u.GetAPIVersion() == "v1"
-	}
-	if !isSecret(live) && !isSecret(merged) {
-		return
-	}
-	values := func(u *unstructured.Unstructured, field string) map[string]any {
-		if u == nil {
-			return nil
-		}
-		m, _, _ := unstructured.NestedMap(u.Object, field)
-		return m
-	}
-	for _, field := range []string{"data", "stringData"} {
-		before, after := values(live, field), values(merged, field)
-		for k, v := range before {
-			if w, ok := after[k]; ok && w != v {
-				before[k], after[k] = "*** (before)", "*** (after)"
-			} else {
-				before[k] = "***"
-			}
-		}
-		for k := range after {
-			if after[k] != "*** (after)" {
-				after[k] = "***"
-			}
-		}
-		if before != nil {
-			_ = unstructured.SetNestedMap(live.Object, before, field)
-		}
-		if after != nil {
-			_ = unstructured.SetNestedMap(merged.Object, after, field)
-		}
-	}
 }
 
 // lines splits text into lines for difflib, none for no text.

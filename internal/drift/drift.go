@@ -15,19 +15,51 @@ import (
 
 // Change is one field of a live object that differs from Git.
 type Change struct {
-	// Path is the field, with list items named by their name: spec.template.spec.containers[web].image.
+	// Path is the field, with list items named by their name and map keys in brackets:
+	// spec.template.spec.containers[web].image, data[password].
 	Path string
 	// Desired and Live are the values, formatted; Live is empty when the field is missing.
+	// Both are HiddenValue when Hidden.
 	Desired, Live string
 	// Image is true when the field is a container image.
 	Image bool
+	// Hidden is true when the field is a Secret's data (or holds it): its values, live or
+	// from Git, are not in the Change at all.
+	Hidden bool
 }
 
 func (c Change) String() string {
-	if c.Live == "" {
+	switch {
+	case c.Hidden && c.Live == "":
+		return c.Path + " is missing " + HiddenValue
+	case c.Hidden:
+		return c.Path + " differs from Git " + HiddenValue
+	case c.Live == "":
 		return fmt.Sprintf("%s is missing (Git: %s)", c.Path, c.Desired)
 	}
 	return fmt.Sprintf("%s is %s (Git: %s)", c.Path, c.Live, c.Desired)
+}
+
+// keyed are the maps whose keys users choose rather than the schema: their keys are shown in
+// brackets, as a key may hold dots (tls.crt).
+var keyed = map[string]bool{
+	"metadata.annotations": true,
+	"metadata.labels":      true,
+	"data":                 true,
+	"stringData":           true,
+	"binaryData":           true,
+}
+
+// childPath is the path of the field key of the map at path.
+func childPath(path, key string) string {
+	switch {
+	case keyed[path]:
+		return path + "[" + key + "]"
+	case path == "":
+		return key
+	default:
+		return path + "." + key
+	}
 }
 
 // ignored are fields that always differ between a dry-run and the live object, or that
@@ -44,10 +76,17 @@ var ignored = map[string]bool{
 }
 
 // Compare lists the fields of desired whose live value differs, sorted by path. Fields set
-// only in live (added by others, such as an injected sidecar) are not drift; see Added.
+// only in live (added by others, such as an injected sidecar) are not drift; see AddedContainers.
+// When either is a Secret, the changes to its data name the field and never the value
+// (Hidden): every consumer, condition, event, log or plugin, gets them so.
 func Compare(desired, live *unstructured.Unstructured) []Change {
 	var changes []Change
 	walk("", desired.Object, live.Object, &changes)
+	if isSecret(desired) || isSecret(live) {
+		for i := range changes {
+			changes[i] = hide(changes[i])
+		}
+	}
 	sort.Slice(changes, func(i, j int) bool { return changes[i].Path < changes[j].Path })
 	return changes
 }
@@ -60,13 +99,7 @@ func walk(path string, desired, live any, changes *[]Change) {
 	case map[string]any:
 		l, _ := live.(map[string]any)
 		for k, dv := range d {
-			p := k
-			if path != "" {
-				p = path + "." + k
-			}
-			if path == "metadata.annotations" || path == "metadata.labels" {
-				p = path + "[" + k + "]"
-			}
+			p := childPath(path, k)
 			var lv any
 			if l != nil {
 				lv = l[k]
