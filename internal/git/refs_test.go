@@ -112,7 +112,11 @@ func TestValidateBranchMatchesGit(t *testing.T) {
 	for _, name := range refNames {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
-			want := exec.Command("git", "check-ref-format", "--branch", name).Run() == nil && name != "@"
+			// Outside any repository: inside one, git expands @{-1} to the branch checked
+			// out before.
+			oracle := exec.Command("git", "check-ref-format", "--branch", name)
+			oracle.Dir = t.TempDir()
+			want := oracle.Run() == nil && name != "@"
 			err := ValidateBranch(name)
 			g.Expect(err == nil).To(Equal(want), "git says %v, we say %v", want, err)
 			if err != nil {
