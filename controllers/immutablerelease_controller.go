@@ -71,6 +71,10 @@ type ImmutableReleaseReconciler struct {
 	// notifications queues those releases (see Notify).
 	pushes        sync.Map // types.NamespacedName -> pushed
 	notifications chan event.GenericEvent
+	// fetches are the Git operations left running in the background by reconciles whose
+	// server was slow; fetched queues a release when its operation ends.
+	fetches fetches
+	fetched chan event.GenericEvent
 	// outdated holds, per release, the resourceVersion this process last wrote over (an
 	// overwritten): a cached copy still at it is older than what the API server has.
 	outdated sync.Map
@@ -96,6 +100,9 @@ type Options struct {
 	OperatorUser string
 	// GitTimeout bounds each Git operation of a release without spec.git.timeout.
 	GitTimeout time.Duration
+	// GitPatience is how long a worker waits for a Git server before it leaves the
+	// operation to the background (defaultGitPatience when zero).
+	GitPatience time.Duration
 	// Tenancy says which account a release acts as and what it may apply.
 	Tenancy tenancy.Policy
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
@@ -144,11 +151,13 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.APIReader = mgr.GetAPIReader()
 	}
 	r.notifications = make(chan event.GenericEvent, 1024)
+	r.fetched = make(chan event.GenericEvent, 1024)
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImmutableRelease{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, predicate.AnnotationChangedPredicate{}),
 		)).
 		WatchesRawSource(source.Channel(r.notifications, handler.Funcs{GenericFunc: r.enqueueNotified})).
+		WatchesRawSource(source.Channel(r.fetched, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.Options.MaxConcurrentReconciles, 1),
 			// Failures are retried with backoff, but never more than 30s apart: a Git server
@@ -328,6 +337,7 @@ func (r *ImmutableReleaseReconciler) forget(obj *v1alpha1.ImmutableRelease) {
 	for _, m := range []*sync.Map{&r.checks, &r.pushes, &r.outdated, &r.snapshots, &r.appliedGenerations} {
 		m.Delete(key)
 	}
+	r.fetches.forget(key)
 }
 
 // event records an event about the release.

@@ -132,6 +132,10 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		checked := time.Now()
 		err := r.checkGit(ctx, s, notBefore)
 		r.recordGitCheck(obj, s, checked, err)
+		if isWaiting(err) {
+			// The end of the operation brings the release back; this is in case it cannot.
+			return ctrl.Result{RequeueAfter: obj.GetGitTimeout(r.Options.GitTimeout) + time.Second}, err
+		}
 		if err != nil {
 			return r.requeue(obj, 0), err
 		}
@@ -240,7 +244,8 @@ func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (
 }
 
 // fetchSource lists the remote (or reuses a listing made at or after notBefore) and checks
-// out the commit the reference points at.
+// out the commit the reference points at. A slow server leaves the reconcile waiting
+// (fetchGit), not the worker.
 func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, notBefore time.Time) (release func(), err error) {
 	obj := s.obj
 	auth, err := r.gitAuth(ctx, obj)
@@ -248,24 +253,19 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 		return nil, err
 	}
 	ref := gitReference(obj)
-	ctx, cancel := r.gitContext(ctx, obj)
-	defer cancel()
-	listStart := time.Now()
-	hash, listedAt, err := r.Git.ResolveSince(ctx, obj.Spec.Git.URL, ref, auth, notBefore)
-	gitDuration.WithLabelValues("list").Observe(time.Since(listStart).Seconds())
+	f, err := r.fetchGit(ctx, obj, ref, auth, notBefore)
+	if isWaiting(err) {
+		return nil, err
+	}
+	if f != nil && f.hash != "" {
+		s.revision, s.listedAt = git.Revision(ref, f.hash), f.listedAt
+		obj.Status.LastAttemptedRevision = s.revision
+	}
 	if err != nil {
 		return nil, gitFailure(err)
 	}
-	s.revision, s.listedAt = git.Revision(ref, hash), listedAt
-	obj.Status.LastAttemptedRevision = s.revision
-	checkoutStart := time.Now()
-	dir, commit, release, err := r.Git.Checkout(ctx, obj.Spec.Git.URL, ref, hash, auth)
-	gitDuration.WithLabelValues("checkout").Observe(time.Since(checkoutStart).Seconds())
-	if err != nil {
-		return nil, gitFailure(err)
-	}
-	s.dir, s.commit, s.auth = dir, commit, auth
-	return release, nil
+	s.dir, s.commit, s.auth = f.dir, f.commit, auth
+	return f.release, nil
 }
 
 // gitAuth reads the release's Secret and builds the Git authentication from it.

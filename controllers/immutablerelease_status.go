@@ -57,6 +57,11 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	var f *failure
 	switch {
 	case !obj.DeletionTimestamp.IsZero():
+	case isWaiting(err):
+		conditions.MarkUnknown(obj, meta.ReadyCondition, v1alpha1.ProgressingReason, "%s", err.Error())
+		conditions.MarkReconciling(obj, v1alpha1.ProgressingReason, "%s", err.Error())
+		conditions.Delete(obj, meta.StalledCondition)
+		err = nil
 	case errors.As(err, &f):
 		repeated := sameFailure(obj, f)
 		conditions.MarkFalse(obj, meta.ReadyCondition, f.reason, "%s", f.err.Error())

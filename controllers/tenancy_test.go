@@ -1,7 +1,10 @@
 package controllers
 
 import (
+	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -278,4 +281,70 @@ func TestPruneStaysInNamespace(t *testing.T) {
 		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.ImmutableRelease{}))
 	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: victim, Name: "api"}, &appsv1.Deployment{})).To(Succeed())
+}
+
+// tarpit is a Git server that accepts connections and never answers.
+func tarpit(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return "http://" + l.Addr().String()
+}
+
+// TestTarpitsCostOnlyTheirOwnRelease: four releases of one tenant on Git servers that
+// never answer hold no worker for long: another tenant's push is applied meanwhile, and
+// each tarpit's release fails with the Git timeout, not before.
+func TestTarpitsCostOnlyTheirOwnRelease(t *testing.T) {
+	g := NewWithT(t)
+	_, repo, victim := readyRelease(t, "ghcr.io/acme/web@"+digestV1)
+
+	hostile := newNamespace(t)
+	hostileRepo := newRepo(t, hostile, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	server := tarpit(t)
+	var tarpits []*v1alpha1.ImmutableRelease
+	for i := range 4 {
+		tarpits = append(tarpits, newRelease(t, hostile, hostileRepo, "app", func(o *v1alpha1.ImmutableRelease) {
+			o.Name = fmt.Sprintf("tarpit-%d", i)
+			o.Spec.Git.URL = fmt.Sprintf("%s/tarpit-%d.git", server, i)
+			o.Spec.Git.SecretRef = nil
+			o.Spec.Git.Timeout = &metav1.Duration{Duration: 20 * time.Second}
+		}))
+	}
+	for _, o := range tarpits {
+		cur := waitFor(t, o, meta.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.ProgressingReason, 20*time.Second)
+		g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring("the Git server has not answered yet"))
+	}
+
+	hash := commit(t, repo, "Release web 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
+	reconcileNow(t, victim)
+	g.Eventually(func() string { return get(g, victim).Status.LastAppliedRevision }, 10*time.Second, 100*time.Millisecond).
+		Should(Equal("main@sha1:"+hash), "the other tenant's push waited behind the tarpits")
+
+	for _, o := range tarpits {
+		cur := waitFor(t, o, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.GitOperationFailedReason, time.Minute)
+		g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring("20s"))
+	}
 }

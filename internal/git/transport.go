@@ -158,6 +158,9 @@ type remoteOp struct {
 	limits Limits
 	budget *budget
 	id     string
+	// timeout is the time the operation had: the limit, or the caller's earlier deadline
+	// (a release's spec.git.timeout).
+	timeout time.Duration
 }
 
 // remote starts a remote operation bounded by the cache's limits. The caller's earlier
@@ -165,8 +168,12 @@ type remoteOp struct {
 func (c *Cache) remote(ctx context.Context) *remoteOp {
 	limits := c.Limits.orDefault()
 	b := &budget{limit: limits.FetchBytes}
+	timeout := limits.Timeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d).Round(time.Second)
+	}
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, budgetKey{}, b), limits.Timeout)
-	op := &remoteOp{ctx: ctx, limits: limits, budget: b, id: "op-" + strconv.FormatUint(operationID.Add(1), 10)}
+	op := &remoteOp{ctx: ctx, limits: limits, budget: b, id: "op-" + strconv.FormatUint(operationID.Add(1), 10), timeout: timeout}
 	operations.Store(op.id, op)
 	op.cancel = func() {
 		operations.Delete(op.id)
@@ -196,7 +203,7 @@ func (op *remoteOp) err(err error) error {
 		}
 		return fmt.Errorf("%w: the server sent more than %s (the limit of one Git operation): %w", ErrTooLarge, formatBytes(op.limits.FetchBytes), err)
 	case errors.Is(op.ctx.Err(), context.DeadlineExceeded) || op.pastDeadline():
-		return fmt.Errorf("no complete answer before the deadline (at most %s for one Git operation): %w: %w", op.limits.Timeout, context.DeadlineExceeded, err)
+		return fmt.Errorf("no complete answer before the deadline (at most %s for one Git operation): %w: %w", op.timeout, context.DeadlineExceeded, err)
 	}
 	return err
 }
