@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -293,7 +294,9 @@ func (a *api) do(ctx context.Context, method, path string, query url.Values, in,
 
 // errorMessage reads the message of an error answer: {"message": ...} on all three forges
 // (GitLab may give a list or an object there), {"error": ...} on GitLab, and GitHub's
-// validation errors beside its message.
+// validation errors beside its message. Nothing else of the answer is shown: apiURL is the
+// tenant's to choose, and an answer that is not a forge's error (an internal service's
+// page) must not reach the release's status, which the tenant can read.
 func errorMessage(data []byte) string {
 	var e struct {
 		Message json.RawMessage `json:"message"`
@@ -303,14 +306,23 @@ func errorMessage(data []byte) string {
 		} `json:"errors"`
 	}
 	if json.Unmarshal(data, &e) != nil {
-		return strings.TrimSpace(truncate(string(data), 200))
+		return "the answer is not a forge's JSON error; its body is not shown"
 	}
 	var parts []string
 	var s string
-	if json.Unmarshal(e.Message, &s) == nil {
+	var list []string
+	var fields map[string][]string
+	switch {
+	case json.Unmarshal(e.Message, &s) == nil:
 		parts = append(parts, s)
-	} else if len(e.Message) > 0 {
-		parts = append(parts, string(e.Message))
+	case json.Unmarshal(e.Message, &list) == nil:
+		parts = append(parts, list...)
+	case json.Unmarshal(e.Message, &fields) == nil:
+		// GitLab's validation errors: {"message": {"field": ["is invalid"]}}.
+		for field, msgs := range fields {
+			parts = append(parts, field+" "+strings.Join(msgs, ", "))
+		}
+		sort.Strings(parts)
 	}
 	if e.Error != "" {
 		parts = append(parts, e.Error)
@@ -320,7 +332,7 @@ func errorMessage(data []byte) string {
 			parts = append(parts, v.Message)
 		}
 	}
-	return truncate(strings.Join(parts, "; "), 500)
+	return truncate(strings.Join(parts, "; "), 300)
 }
 
 func truncate(s string, n int) string {

@@ -48,3 +48,17 @@ func TestNewRefusesAnEmptyToken(t *testing.T) {
 	_, err := New(Options{Provider: Gitea, RepoURL: "http://127.0.0.1:3000/a/b.git"})
 	NewWithT(t).Expect(err).To(MatchError("the API token is empty"))
 }
+
+// TestErrorMessageKeepsBodiesOut: an apiURL that points at an internal service gets its
+// answer into no message; a forge's JSON error still reads as the forge wrote it.
+func TestErrorMessageKeepsBodiesOut(t *testing.T) {
+	g := NewWithT(t)
+	secret := "internal-admin-password-123"
+	g.Expect(errorMessage([]byte("<html><body>metadata: " + secret + "</body></html>"))).NotTo(ContainSubstring(secret))
+	g.Expect(errorMessage([]byte(`{"token": "` + secret + `"}`))).NotTo(ContainSubstring(secret))
+	g.Expect(errorMessage([]byte(`{"message": {"nested": {"deep": "` + secret + `"}}}`))).NotTo(ContainSubstring(secret))
+	g.Expect(errorMessage([]byte(`{"message": "Bad credentials"}`))).To(Equal("Bad credentials"))
+	g.Expect(errorMessage([]byte(`{"message": ["Another open merge request already exists"]}`))).To(Equal("Another open merge request already exists"))
+	g.Expect(errorMessage([]byte(`{"message": {"source_branch": ["is invalid"]}}`))).To(Equal("source_branch is invalid"))
+	g.Expect(errorMessage([]byte(`{"message": "Validation Failed", "errors": [{"message": "A pull request already exists"}]}`))).To(Equal("Validation Failed; A pull request already exists"))
+}
