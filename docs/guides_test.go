@@ -41,6 +41,7 @@ var guides = []string{
 	"guides/flux-and-argo.md",
 	"guides/security.md",
 	"guides/troubleshooting.md",
+	"guides/multi-tenancy.md",
 }
 
 // doc is one YAML document of a fenced block.

@@ -61,14 +61,21 @@ type ImmutableReleaseSpec struct {
 	Prune bool `json:"prune,omitempty"`
 
 	// targetNamespace sets the namespace of every namespaced object. When empty, objects
-	// without a namespace go to the release's own namespace.
+	// without a namespace go to the release's own namespace. Another namespace than the
+	// release's own needs a serviceAccountName whose RBAC reaches it (or a namespace the
+	// manager runs unconfined).
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 	// +optional
 	TargetNamespace string `json:"targetNamespace,omitempty"`
 
 	// serviceAccountName is a ServiceAccount in the release's namespace. When set, every call
 	// the operator makes to apply, prune and read the objects is made as that account
-	// (impersonation), so the release can only do what its RBAC allows.
+	// (impersonation), so the release can only do what its RBAC allows. Without it, the
+	// release applies as the manager's --default-service-account, or, when that is unset,
+	// as the operator confined to namespaced objects of its own namespace.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
