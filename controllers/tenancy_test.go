@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/tenancy"
 )
 
 // unconfinedNamespace is the one namespace the suite's manager runs unconfined
@@ -347,4 +350,43 @@ func TestTarpitsCostOnlyTheirOwnRelease(t *testing.T) {
 		cur := waitFor(t, o, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.GitOperationFailedReason, time.Minute)
 		g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring("20s"))
 	}
+}
+
+// TestDefaultServiceAccount: with --default-service-account, a release without
+// serviceAccountName acts as that account of its own namespace, as the API server itself
+// says (a SelfSubjectReview made with the release's client); a namespace without the
+// account stalls the release, and the message names the flag.
+func TestDefaultServiceAccount(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	r := &ImmutableReleaseReconciler{
+		APIReader: k8s, Config: cfgForTests, Scheme: scheme, Client: operator.Client,
+		Options: Options{Tenancy: tenancy.Policy{DefaultServiceAccount: "deployer"}},
+	}
+	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns}}
+	g.Expect(r.confined(obj)).To(BeFalse())
+
+	err := r.checkServiceAccount(ctx, obj)
+	var f *failure
+	g.Expect(errors.As(err, &f)).To(BeTrue())
+	g.Expect(f.reason).To(Equal(v1alpha1.ServiceAccountNotFoundReason))
+	g.Expect(f.stalled).To(BeTrue())
+	g.Expect(err.Error()).To(ContainSubstring(`service account "deployer" not found in namespace "` + ns + `"`))
+	g.Expect(err.Error()).To(ContainSubstring("--default-service-account"))
+
+	g.Expect(k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}})).To(Succeed())
+	g.Expect(r.checkServiceAccount(ctx, obj)).To(Succeed())
+	c, err := r.clientFor(obj)
+	g.Expect(err).NotTo(HaveOccurred())
+	review := &authenticationv1.SelfSubjectReview{}
+	g.Expect(c.Create(ctx, review)).To(Succeed())
+	g.Expect(review.Status.UserInfo.Username).To(Equal("system:serviceaccount:" + ns + ":deployer"))
+
+	// Its own serviceAccountName wins over the default.
+	obj.Spec.ServiceAccountName = "other"
+	c, err = r.clientFor(obj)
+	g.Expect(err).NotTo(HaveOccurred())
+	review = &authenticationv1.SelfSubjectReview{}
+	g.Expect(c.Create(ctx, review)).To(Succeed())
+	g.Expect(review.Status.UserInfo.Username).To(Equal("system:serviceaccount:" + ns + ":other"))
 }
