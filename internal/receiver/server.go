@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// Server runs the receiver as a manager runnable on every replica: a push only sets an
-// annotation, which the leader acts on.
+// Server runs the receiver as a manager runnable on every replica, each serving the paths
+// its own Receiver reconciler registered. Every request is bounded: its header, body
+// (MaxBodySize, in the handler), the time to read and answer it, and idle connections.
 type Server struct {
 	Addr    string
 	Handler http.Handler
@@ -27,8 +28,16 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Listening(ln.Addr().String())
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/hook", s.Handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	mux.Handle(PathPrefix, s.Handler)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Verifying and queueing reconciles may fetch the pushed head from Git once.
+		WriteTimeout:   time.Minute,
+		IdleTimeout:    time.Minute,
+		MaxHeaderBytes: 64 << 10,
+	}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
