@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -69,6 +70,25 @@ func (r *ReceiverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
+// Prime registers every Receiver the cache holds, so that a replica serves their paths from
+// its first request rather than after each one's first reconcile. It waits for the cache;
+// a Receiver that fails here is left to its reconcile to report.
+func (r *ReceiverReconciler) Prime(ctx context.Context, c cache.Cache) error {
+	if !c.WaitForCacheSync(ctx) {
+		return errors.New("the cache did not sync")
+	}
+	var list v1alpha1.ReceiverList
+	if err := r.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing Receivers: %w", err)
+	}
+	for i := range list.Items {
+		if obj := &list.Items[i]; obj.DeletionTimestamp.IsZero() {
+			_, _ = r.register(ctx, obj, r.Registry.Add)
+		}
+	}
+	return nil
+}
+
 // receiverFailure is why a Receiver serves nothing, with the reason its Ready condition says.
 type receiverFailure struct {
 	reason   string
@@ -93,7 +113,7 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 	before := obj.DeepCopy()
-	path, err := r.register(ctx, obj)
+	path, err := r.register(ctx, obj, r.Registry.Set)
 	var failure *receiverFailure
 	if err != nil && !errors.As(err, &failure) {
 		// The API server did not answer: keep serving what was registered, and retry.
@@ -116,8 +136,8 @@ func (r *ReceiverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 }
 
-// register reads the Receiver's token and makes its path serve it.
-func (r *ReceiverReconciler) register(ctx context.Context, obj *v1alpha1.Receiver) (string, error) {
+// register reads the Receiver's token and makes its path serve it with set.
+func (r *ReceiverReconciler) register(ctx context.Context, obj *v1alpha1.Receiver, set func(string, receiver.Endpoint) error) (string, error) {
 	target := receiver.Target{Namespace: obj.Namespace}
 	if res := obj.Spec.Resources; res != nil {
 		target.Names = res.Names
@@ -146,7 +166,7 @@ func (r *ReceiverReconciler) register(ctx context.Context, obj *v1alpha1.Receive
 	}
 	path := receiver.WebhookPath(token, obj.Name, obj.Namespace)
 	endpoint := receiver.Endpoint{Receiver: client.ObjectKeyFromObject(obj), Type: obj.Spec.Type, Token: token, Target: target}
-	if err := r.Registry.Set(path, endpoint); err != nil {
+	if err := set(path, endpoint); err != nil {
 		return "", &receiverFailure{reason: v1alpha1.WebhookPathConflictReason, err: fmt.Errorf("another Receiver serves the path this token gives; choose another token")}
 	}
 	return path, nil

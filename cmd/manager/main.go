@@ -204,7 +204,8 @@ type receiverLimits struct{ perSource, perReceiver float64 }
 // reconciler registers each Receiver's path and token, the server answers from them.
 func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, limits receiverLimits) error {
 	registry := receiver.NewRegistry()
-	if err := (&controllers.ReceiverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Registry: registry}).SetupWithManager(mgr); err != nil {
+	receivers := &controllers.ReceiverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Registry: registry}
+	if err := receivers.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	burst := func(rate float64, least int) int { return max(int(5*rate), least) }
@@ -216,7 +217,9 @@ func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, li
 		Deliveries: receiver.NewDeliveries(receiver.DeliveryWindow),
 		Log:        ctrl.Log.WithName("receiver"),
 	}
-	return mgr.Add(&receiver.Server{Addr: addr, Handler: handler})
+	return mgr.Add(&receiver.Server{Addr: addr, Handler: handler, Prime: func(ctx context.Context) error {
+		return receivers.Prime(ctx, mgr.GetCache())
+	}})
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

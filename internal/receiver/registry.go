@@ -66,8 +66,21 @@ func NewRegistry() *Registry {
 // Set makes path serve e, replacing the path e.Receiver served before. It returns
 // ErrPathTaken, and changes nothing, when another Receiver serves path.
 func (r *Registry) Set(path string, e Endpoint) error {
+	return r.set(path, e, true)
+}
+
+// Add is Set for a Receiver not registered yet: it leaves a registration alone, which a
+// reconcile made with a Secret read later than the caller's.
+func (r *Registry) Add(path string, e Endpoint) error {
+	return r.set(path, e, false)
+}
+
+func (r *Registry) set(path string, e Endpoint, replace bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.paths[e.Receiver]; ok && !replace {
+		return nil
+	}
 	if cur, ok := r.byPath[path]; ok && cur.Receiver != e.Receiver {
 		return ErrPathTaken
 	}

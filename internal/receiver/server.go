@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -16,10 +17,18 @@ type Server struct {
 	Handler http.Handler
 	// Listening, when set, receives the bound address once the server listens.
 	Listening func(addr string)
+	// Prime, when set, runs before the server listens: it registers the Receivers, so that
+	// no push after a restart is refused for want of them.
+	Prime func(ctx context.Context) error
 }
 
 // Start serves until ctx is done.
 func (s *Server) Start(ctx context.Context) error {
+	if s.Prime != nil {
+		if err := s.Prime(ctx); err != nil {
+			return fmt.Errorf("registering the Receivers: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return err
