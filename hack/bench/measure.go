@@ -28,8 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
-	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/controlplane"
+	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/testgit"
 )
 
