@@ -19,20 +19,24 @@ import (
 )
 
 // Notify implements receiver.Notifier in the manager's own process: a verified push queues
-// a reconcile of every release that follows the pushed repository and reference, with no
-// write to the API server. The releases whose path the push changed are queued first, so
+// a reconcile of every release of the Receiver's target (its namespace, narrowed by its
+// spec.resources) that follows the pushed repository and reference, with no write to the
+// API server. Releases of other namespaces are not even listed. The releases whose path the push changed are queued first, so
 // that in a fleet of a thousand releases on one repository the one that changed does not
 // wait behind the others; the others still record the new revision. Every queued release
 // lists the remote again, but one listing made after the push serves them all.
-func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, push receiver.Push) (int, error) {
+func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, target receiver.Target, push receiver.Push) (int, error) {
+	if target.Namespace == "" {
+		return 0, fmt.Errorf("a push without a namespace")
+	}
 	var list v1alpha1.ImmutableReleaseList
-	if err := r.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(target.Namespace)); err != nil {
 		return 0, fmt.Errorf("listing releases: %w", err)
 	}
 	pushedAt := time.Now()
 	var matched []*v1alpha1.ImmutableRelease
 	for i := range list.Items {
-		if rel := &list.Items[i]; receiver.Matches(rel, push) && !rel.Spec.Suspend {
+		if rel := &list.Items[i]; target.Selects(rel) && receiver.Matches(rel, push) && !rel.Spec.Suspend {
 			matched = append(matched, rel)
 		}
 	}

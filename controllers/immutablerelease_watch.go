@@ -55,6 +55,7 @@ func CacheOptions(watchSelector string) (cache.Options, error) {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&v1alpha1.ImmutableRelease{}: {Label: releases},
+			&v1alpha1.Receiver{}:         {Label: releases},
 		},
 	}, nil
 }

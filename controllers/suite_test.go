@@ -29,6 +29,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/controlplane"
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/tenancy"
 	"github.com/immutable-release/operator/internal/testgit"
 )
@@ -48,6 +49,10 @@ var (
 	// operator is the reconciler the manager runs: its Git statistics, and the webhook
 	// receiver tests notify it.
 	operator *ImmutableReleaseReconciler
+	// receivers is what the Receiver reconciler registered; secretReads counts the Secrets
+	// it read from the API server.
+	receivers   *receiver.Registry
+	secretReads = &countingReader{}
 )
 
 func TestMain(m *testing.M) {
@@ -109,6 +114,12 @@ func runSuite(m *testing.M) int {
 	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up the controller:", err)
+		return 1
+	}
+	receivers = receiver.NewRegistry()
+	secretReads.Reader = mgr.GetAPIReader()
+	if err := (&ReceiverReconciler{Client: mgr.GetClient(), APIReader: secretReads, Registry: receivers}).SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the Receiver controller:", err)
 		return 1
 	}
 	go func() {

@@ -33,12 +33,14 @@ var env struct {
 	gitProxy   *proxy // the Git server's address as releases see it; can be stopped
 	cp         *controlplane.ControlPlane
 	operator   *operator // the replica the stories talk to; faults may replace it
-	webhookURL string    // the webhook receiver of env.operator
+	webhookURL string    // the webhook receiver of env.operator: its address, before each Receiver's path
 	// operatorDirs hold the operators' logs and storage: removed when every story passed,
 	// kept for reading when one failed.
 	operatorDirs []string
 }
 
+// webhookSecret is the token of every story's Receiver (each in its own namespace, so each
+// serves its own path).
 const webhookSecret = "e2e-webhook-secret"
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -80,10 +82,7 @@ func run(m *testing.M) int {
 	if _, err := kubectl("apply", "--server-side", "-k", filepath.Join(env.root, "hack/demo/install")); err != nil {
 		return fail(err)
 	}
-	if _, err := kubectl("wait", "--for=condition=Established", "crd/immutablereleases.release.immutable.dev", "--timeout=60s"); err != nil {
-		return fail(err)
-	}
-	if _, err := kubectl("-n", "immutable-release-system", "create", "secret", "generic", "webhook", "--from-literal=token="+webhookSecret); err != nil {
+	if _, err := kubectl("wait", "--for=condition=Established", "crd/immutablereleases.release.immutable.dev", "crd/receivers.release.immutable.dev", "--timeout=60s"); err != nil {
 		return fail(err)
 	}
 	passed := false
@@ -133,7 +132,7 @@ type operator struct {
 	metrics string
 	args    []string
 	exited  chan error
-	// webhookURL is this replica's webhook receiver.
+	// webhookURL is this replica's webhook receiver, before a Receiver's path.
 	webhookURL string
 }
 
@@ -165,12 +164,11 @@ func startOperator(extra ...string) (*operator, error) {
 		}
 	}
 	webhook := freeAddr()
-	o.webhookURL = "http://" + webhook + "/hook"
+	o.webhookURL = "http://" + webhook
 	o.probe, o.metrics = freeAddr(), freeAddr()
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
 		"--metrics-bind-address=" + o.metrics, "--metrics-secure=false", "--health-probe-bind-address=" + o.probe,
-		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook,
-		"--webhook-secret=immutable-release-system/webhook", "--kubeconfig=" + o.config}
+		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook, "--kubeconfig=" + o.config}
 	o.args = append(o.args, extra...)
 	return o, o.start()
 }

@@ -47,10 +47,11 @@ func specRollbackPullRequestOnGitea(t *testing.T) {
 	}
 	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n), repo: repo, url: url}
 	full := gt.User + "/" + name
-	// Gitea posts its signed push events to the receiver, as a repository owner sets up.
+	// Gitea posts its signed push events to the namespace's Receiver (created with the
+	// release), as a repository owner sets up.
 	s.must(gt.API(ctx, http.MethodPost, "/repos/"+full+"/hooks", map[string]any{
 		"type": "gitea", "active": true, "events": []string{"push"}, "branch_filter": "*",
-		"config": map[string]string{"url": env.webhookURL, "content_type": "json", "secret": webhookSecret},
+		"config": map[string]string{"url": s.hookURL(), "content_type": "json", "secret": webhookSecret},
 	}, nil))
 
 	s.release("5s", gt.User, gt.Password, "rollback: {mode: PullRequest, pullRequest: {provider: gitea, secretRef: {name: pr-token}}}")

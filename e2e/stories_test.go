@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/testgit"
 )
 
@@ -48,6 +49,8 @@ type story struct {
 	repo  *testgit.Repo
 	url   string
 	first string // the commit of the first release, web 1.0
+	// hookReady is set once the namespace's Receiver serves its path.
+	hookReady bool
 }
 
 // newStory creates the repository and applies the release with kubectl, then waits for it
@@ -86,7 +89,13 @@ func (s *story) release(timeout, username, password string, spec ...string) {
 	s.must(err)
 	s.kubectl("create", "namespace", s.ns)
 	s.kubectl("-n", s.ns, "create", "secret", "generic", "shop-git", "--from-literal=username="+username, "--from-literal=password="+password)
+	s.kubectl("-n", s.ns, "create", "secret", "generic", "webhook", "--from-literal=token="+webhookSecret)
 	release := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
+kind: Receiver
+metadata: {name: git, namespace: %s}
+spec: {type: github, secretRef: {name: webhook}}
+---
+apiVersion: release.immutable.dev/v1alpha1
 kind: ImmutableRelease
 metadata: {name: shop, namespace: %s}
 spec:
@@ -95,7 +104,7 @@ spec:
   interval: 1h
   timeout: %s
   prune: true
-`, s.ns, s.url, timeout)
+`, s.ns, s.ns, s.url, timeout)
 	for _, line := range spec {
 		release += "  " + line + "\n"
 	}
@@ -161,12 +170,26 @@ func (s *story) push(message string, files map[string]string) string {
 	return h
 }
 
-// webhook posts a signed GitHub push event for the release's repository.
+// hookURL is where the story's Receiver is served: the replica's address and the path the
+// Receiver derives from its token, name and namespace (its status.webhookPath).
+func (s *story) hookURL() string {
+	return env.webhookURL + receiver.WebhookPath([]byte(webhookSecret), "git", s.ns)
+}
+
+// webhook posts a signed GitHub push event for the release's repository to the story's
+// Receiver.
 func (s *story) webhook() int {
+	if !s.hookReady {
+		s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "receiver/git", "--timeout=1m")
+		if path := s.kubectl("-n", s.ns, "get", "receiver", "git", "-o", "jsonpath={.status.webhookPath}"); env.webhookURL+path != s.hookURL() {
+			s.t.Fatalf("the Receiver serves %s, not the path derived from its token", path)
+		}
+		s.hookReady = true
+	}
 	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, s.url))
 	mac := hmac.New(sha256.New, []byte(webhookSecret))
 	mac.Write(body)
-	req, err := http.NewRequest(http.MethodPost, env.webhookURL, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, s.hookURL(), bytes.NewReader(body))
 	s.must(err)
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))

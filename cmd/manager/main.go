@@ -15,7 +15,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -46,7 +45,7 @@ func main() {
 		concurrent    int
 		healthPolling time.Duration
 		webhookAddr   string
-		webhookSecret string
+		webhookLimits receiverLimits
 		watchSelector string
 		leaderNS      string
 		apiQPS        float64
@@ -69,8 +68,9 @@ func main() {
 	flag.StringVar(&storagePath, "storage-path", filepath.Join(os.TempDir(), "immutable-release"), "Where the shared Git object stores and checkouts are kept.")
 	flag.IntVar(&concurrent, "concurrent", 4, "How many releases are reconciled at once.")
 	flag.DurationVar(&healthPolling, "health-poll-interval", 10*time.Second, "How often a rollout in progress is looked at, at least, besides the status updates of its objects, which trigger a look at once; a rollout older than this is looked at as often as its age, at most once an interval.")
-	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9292", "The address the Git webhook receiver (POST /hook) binds to; 0 disables it.")
-	flag.StringVar(&webhookSecret, "webhook-secret", "", "namespace/name of the Secret whose key token is the webhooks' shared secret. Required for the receiver.")
+	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9292", "The address the Git webhook receiver binds to: each Receiver of a namespace is served at its status.webhookPath (POST /hook/<sha256>). 0 disables it.")
+	flag.Float64Var(&webhookLimits.perSource, "webhook-source-rate", 20, "Requests per second the webhook receiver takes from one client address, sustained (bursts of 5 times as many); more get 429. Behind a proxy every request comes from the proxy's address: limit there, or raise this. 0: no limit.")
+	flag.Float64Var(&webhookLimits.perReceiver, "webhook-receiver-rate", 2, "Verified deliveries per second one Receiver may trigger, sustained (bursts of 5 times as many, at least 10); more get 429. 0: no limit.")
 	flag.StringVar(&watchSelector, "watch-label-selector", "", "Reconcile only the releases matching this label selector (sharding across managers).")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second the manager may make to the API server, sustained.")
 	flag.IntVar(&apiBurst, "kube-api-burst", 300, "Requests the manager may make to the API server in a burst above --kube-api-qps.")
@@ -167,23 +167,11 @@ func main() {
 		log.Error(err, "Failed to set up the controller")
 		os.Exit(1)
 	}
-	if webhookAddr != "0" && webhookSecret != "" {
-		ns, name, ok := strings.Cut(webhookSecret, "/")
-		if !ok {
-			log.Error(nil, "--webhook-secret must be namespace/name", "value", webhookSecret)
-			os.Exit(1)
-		}
-		handler := &receiver.Handler{
-			Secret:   receiver.SecretToken(mgr.GetAPIReader(), client.ObjectKey{Namespace: ns, Name: name}),
-			Notifier: r,
-			Log:      ctrl.Log.WithName("receiver"),
-		}
-		if err := mgr.Add(&receiver.Server{Addr: webhookAddr, Handler: handler}); err != nil {
+	if webhookAddr != "0" {
+		if err := setupReceiver(mgr, r, webhookAddr, webhookLimits); err != nil {
 			log.Error(err, "Failed to set up the webhook receiver")
 			os.Exit(1)
 		}
-	} else if webhookAddr != "0" {
-		log.Info("The webhook receiver is off: set --webhook-secret to turn it on")
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "Failed to set up the health check")
@@ -207,6 +195,31 @@ func main() {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// receiverLimits are the webhook receiver's rate limits, per second.
+type receiverLimits struct{ perSource, perReceiver float64 }
+
+// setupReceiver runs the Receiver reconciler and the webhook server on every replica: the
+// reconciler registers each Receiver's path and token, the server answers from them.
+func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, limits receiverLimits) error {
+	registry := receiver.NewRegistry()
+	receivers := &controllers.ReceiverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Registry: registry}
+	if err := receivers.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	burst := func(rate float64, least int) int { return max(int(5*rate), least) }
+	handler := &receiver.Handler{
+		Endpoints:  registry,
+		Notifier:   notifier,
+		Sources:    receiver.NewLimiter(limits.perSource, burst(limits.perSource, 1)),
+		Receivers:  receiver.NewLimiter(limits.perReceiver, burst(limits.perReceiver, 10)),
+		Deliveries: receiver.NewDeliveries(receiver.DeliveryWindow),
+		Log:        ctrl.Log.WithName("receiver"),
+	}
+	return mgr.Add(&receiver.Server{Addr: addr, Handler: handler, Prime: func(ctx context.Context) error {
+		return receivers.Prime(ctx, mgr.GetCache())
+	}})
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

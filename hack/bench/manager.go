@@ -64,7 +64,7 @@ func startManagerOnce(c config, kubeconfig string) (*manager, error) {
 	m.cmd = exec.Command(filepath.Join(c.root, "bin", "manager"),
 		"--kubeconfig="+kubeconfig, "--leader-elect=false",
 		"--metrics-bind-address="+m.metricsAddr, "--metrics-secure=false", "--health-probe-bind-address="+m.probeAddr,
-		"--webhook-bind-address="+m.webhookAddr, "--webhook-secret="+namespace+"/webhook",
+		"--webhook-bind-address="+m.webhookAddr,
 		"--storage-path="+filepath.Join(dir, "storage"), fmt.Sprintf("--concurrent=%d", c.concurrent), "--zap-log-level="+logLevel(), "--zap-time-encoding=rfc3339nano")
 	if addr := os.Getenv("BENCH_PPROF_ADDR"); addr != "" {
 		m.cmd.Args = append(m.cmd.Args, "--pprof-bind-address="+addr)

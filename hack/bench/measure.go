@@ -29,6 +29,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/controlplane"
+	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/testgit"
 )
 
@@ -200,7 +201,36 @@ func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet,
 	if err := crdSettled(ctx, f.cl); err != nil {
 		return nil, err
 	}
+	if err := createReceiver(ctx, f.cl); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// receiverName is the benchmark namespace's Receiver, whose token is webhookSecret.
+const receiverName = "bench"
+
+// createReceiver creates the namespace's Receiver and waits until it serves its path.
+func createReceiver(ctx context.Context, cl client.Client) error {
+	obj := &v1alpha1.Receiver{
+		ObjectMeta: metav1.ObjectMeta{Name: receiverName, Namespace: namespace},
+		Spec:       v1alpha1.ReceiverSpec{Type: v1alpha1.GitHubReceiver, SecretRef: meta.LocalObjectReference{Name: "webhook"}},
+	}
+	if err := cl.Create(ctx, obj); err != nil {
+		return fmt.Errorf("creating the Receiver: %w", err)
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		if obj.Status.WebhookPath == receiver.WebhookPath([]byte(webhookSecret), receiverName, namespace) {
+			return nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("the Receiver did not become Ready: %+v", obj.Status.Conditions)
 }
 
 // crdSettled waits until the ImmutableRelease CRD has been Established for two seconds:
@@ -625,7 +655,8 @@ func (m *manager) webhook(repoURL string) error {
 	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, repoURL))
 	mac := hmac.New(sha256.New, []byte(webhookSecret))
 	mac.Write(body)
-	req, err := http.NewRequest(http.MethodPost, "http://"+m.webhookAddr+"/hook", bytes.NewReader(body))
+	path := receiver.WebhookPath([]byte(webhookSecret), receiverName, namespace)
+	req, err := http.NewRequest(http.MethodPost, "http://"+m.webhookAddr+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

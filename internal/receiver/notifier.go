@@ -1,14 +1,24 @@
 package receiver
 
 import (
-	"context"
-	"fmt"
+	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 )
+
+// Selects says whether target lets a push reconcile rel: the same namespace, one of the
+// names if any are given, labels that match the selector if one is.
+func (t Target) Selects(rel *v1alpha1.ImmutableRelease) bool {
+	if rel.Namespace != t.Namespace || t.Namespace == "" {
+		return false
+	}
+	if len(t.Names) > 0 && !slices.Contains(t.Names, rel.Name) {
+		return false
+	}
+	return t.Selector == nil || t.Selector.Matches(labels.Set(rel.Labels))
+}
 
 // Matches says whether a push moved what the release follows: the same repository, and the
 // branch or tag of its ref. A release pinned to a commit never moves.
@@ -26,19 +36,4 @@ func Matches(rel *v1alpha1.ImmutableRelease, push Push) bool {
 		}
 	}
 	return false
-}
-
-// SecretToken reads the key token of a Secret at every call, so that a rotated secret
-// applies at once.
-func SecretToken(reader client.Reader, key client.ObjectKey) func(context.Context) ([]byte, error) {
-	return func(ctx context.Context) ([]byte, error) {
-		secret := &corev1.Secret{}
-		if err := reader.Get(ctx, key, secret); err != nil {
-			return nil, fmt.Errorf("reading the webhook secret %s: %w", key, err)
-		}
-		if len(secret.Data["token"]) == 0 {
-			return nil, fmt.Errorf("the webhook secret %s has no key token", key)
-		}
-		return secret.Data["token"], nil
-	}
 }

@@ -1,12 +1,14 @@
-// Package receiver turns push events from Git hosts into immediate reconciles. It verifies
-// each payload against a shared secret (GitHub's and Gitea's HMAC-SHA256 signatures,
-// GitLab's token, or a generic HMAC-SHA256 header), reads which repository and reference
-// moved, and asks the Notifier to reconcile the releases that follow them.
+// Package receiver turns push events from Git hosts into immediate reconciles. Each
+// Receiver of a namespace serves its own unguessable path (WebhookPath) with its own token:
+// a payload posted to it is verified against that token (GitHub's and Gitea's HMAC-SHA256
+// signatures, GitLab's token, or a generic HMAC-SHA256 header), and may only reconcile the
+// releases of that Receiver's namespace that follow the repository and reference it names.
 package receiver
 
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -19,6 +21,8 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
 )
 
 // MaxBodySize bounds a payload; push events of real forges are far smaller.
@@ -32,27 +36,61 @@ type Push struct {
 	Ref string
 }
 
-// Notifier reconciles the releases that follow a pushed repository and reference, and
-// returns how many it asked.
+// Notifier reconciles the releases of target that follow a pushed repository and
+// reference, and returns how many it asked (for the log only: the reply never says).
 type Notifier interface {
-	Notify(ctx context.Context, push Push) (int, error)
+	Notify(ctx context.Context, target Target, push Push) (int, error)
 }
 
-// Handler serves POST requests from Git hosts.
+// Endpoints finds what a path serves; *Registry is one.
+type Endpoints interface {
+	Lookup(path string) (Endpoint, bool)
+}
+
+// Handler serves POST requests from Git hosts. It holds no API client: paths and tokens
+// come from Endpoints, kept by the Receiver reconciler.
 type Handler struct {
-	// Secret returns the shared secret; read per request so that a rotated Secret applies
-	// at once.
-	Secret   func(ctx context.Context) ([]byte, error)
-	Notifier Notifier
-	Log      logr.Logger
+	Endpoints Endpoints
+	Notifier  Notifier
+	// Sources limits requests per client address, before anything is read; Receivers
+	// limits verified deliveries per Receiver. Nil limits nothing.
+	Sources, Receivers *Limiter
+	// Deliveries, when set, acknowledges a delivery ID seen before without acting on it.
+	Deliveries *Deliveries
+	Log        logr.Logger
 }
 
 // ErrUnauthorized is returned for payloads that are unsigned or wrongly signed.
-var ErrUnauthorized = errors.New("the payload is not signed with the shared secret")
+var ErrUnauthorized = errors.New("the payload is not signed with the receiver's token")
+
+// The replies. Every verified delivery is accepted alike, whether it matched releases or
+// not, was a replay or not a push at all; every unknown path and every failed verification
+// is not found alike, so that without the token a path that exists and one that does not
+// look the same.
+func accepted(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = io.WriteString(w, "accepted\n")
+}
+
+func notFound(w http.ResponseWriter) { http.Error(w, "not found", http.StatusNotFound) }
+
+// decoy keys the HMAC computed for unknown paths, so that they take as long as a wrong
+// signature on a known one.
+var decoy = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}()
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !h.Sources.Allow(source(r)) {
+		http.Error(w, "too many requests", http.StatusTooManyRequests)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
@@ -65,69 +103,105 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "reading the payload failed", http.StatusBadRequest)
 		return
 	}
-	secret, err := h.Secret(r.Context())
-	if err != nil {
-		h.Log.Error(err, "Failed to read the webhook secret")
-		http.Error(w, "the receiver has no secret configured", http.StatusInternalServerError)
+	endpoint, known := h.Endpoints.Lookup(r.URL.Path)
+	if !known {
+		_ = Verify(v1alpha1.GenericReceiver, r.Header, body, decoy)
+		h.Log.V(1).Info("Refused a webhook payload", "remote", r.RemoteAddr, "reason", "no receiver serves the path")
+		notFound(w)
 		return
 	}
-	if err := Verify(r.Header, body, secret); err != nil {
-		h.Log.Info("Refused a webhook payload", "remote", r.RemoteAddr, "reason", err.Error())
-		http.Error(w, err.Error(), http.StatusUnauthorized)
+	log := h.Log.WithValues("receiver", endpoint.Receiver.String())
+	if err := Verify(endpoint.Type, r.Header, body, endpoint.Token); err != nil {
+		log.Info("Refused a webhook payload", "remote", r.RemoteAddr, "reason", err.Error())
+		notFound(w)
 		return
+	}
+	if !h.Receivers.Allow(r.URL.Path) {
+		log.Info("Refused a webhook payload", "remote", r.RemoteAddr, "reason", "over the receiver's rate limit")
+		http.Error(w, "too many requests", http.StatusTooManyRequests)
+		return
+	}
+	// A delivery that fails is forgotten, so that the host's retry of it is acted on.
+	id := deliveryID(r.Header)
+	claimed := ""
+	if id != "" && h.Deliveries != nil {
+		claimed = r.URL.Path + " " + id
+		if !h.Deliveries.Claim(claimed) {
+			log.Info("Ignored a delivery seen before", "delivery", id)
+			accepted(w)
+			return
+		}
 	}
 	push, err := Parse(r.Header, body)
 	if err != nil {
+		h.release(claimed)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	if push == nil {
 		// A verified event that is not a push (a ping, an issue comment): nothing to do.
-		w.WriteHeader(http.StatusNoContent)
+		accepted(w)
 		return
 	}
-	n, err := h.Notifier.Notify(r.Context(), *push)
+	n, err := h.Notifier.Notify(r.Context(), endpoint.Target, *push)
 	if err != nil {
-		h.Log.Error(err, "Failed to request reconciles", "ref", push.Ref)
+		h.release(claimed)
+		log.Error(err, "Failed to request reconciles", "ref", push.Ref)
 		http.Error(w, "requesting reconciles failed", http.StatusInternalServerError)
 		return
 	}
-	h.Log.Info("Received a push", "urls", push.URLs, "ref", push.Ref, "releases", n)
-	w.WriteHeader(http.StatusAccepted)
-	fmt.Fprintf(w, "reconciling %d releases\n", n)
+	log.Info("Received a push", "urls", push.URLs, "ref", push.Ref, "delivery", id, "releases", n)
+	accepted(w)
 }
 
-// Verify checks the payload's signature or token against secret, by the headers the hosts
-// send: X-Hub-Signature-256 (GitHub), X-Gitea-Signature (Gitea), X-Gitlab-Token (GitLab),
-// or X-Signature-256 (generic: sha256=<hex HMAC-SHA256 of the body>).
-func Verify(h http.Header, body, secret []byte) error {
+func (h *Handler) release(claimed string) {
+	if claimed != "" {
+		h.Deliveries.Release(claimed)
+	}
+}
+
+// Verify checks the payload against secret by the header the receiver's type names:
+// X-Hub-Signature-256 (github), X-Gitea-Signature (gitea), X-Gitlab-Token (gitlab), or
+// X-Signature-256 (generic: sha256=<hex HMAC-SHA256 of the body>). Any other header is
+// ignored: a GitHub Receiver does not take a GitLab token.
+func Verify(kind string, h http.Header, body, secret []byte) error {
 	if len(secret) == 0 {
 		return fmt.Errorf("%w: the receiver's secret is empty", ErrUnauthorized)
 	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write(body)
 	want := mac.Sum(nil)
-	checkHex := func(got string) error {
+	checkHex := func(header string) error {
+		got := h.Get(header)
+		if got == "" {
+			return fmt.Errorf("%w: no %s header", ErrUnauthorized, header)
+		}
 		sig, err := hex.DecodeString(strings.TrimPrefix(got, "sha256="))
 		if err != nil || !hmac.Equal(sig, want) {
-			return ErrUnauthorized
+			return fmt.Errorf("%w: %s does not match", ErrUnauthorized, header)
 		}
 		return nil
 	}
-	switch {
-	case h.Get("X-Hub-Signature-256") != "":
-		return checkHex(h.Get("X-Hub-Signature-256"))
-	case h.Get("X-Gitea-Signature") != "":
-		return checkHex(h.Get("X-Gitea-Signature"))
-	case h.Get("X-Signature-256") != "":
-		return checkHex(h.Get("X-Signature-256"))
-	case h.Get("X-Gitlab-Token") != "":
-		if subtle.ConstantTimeCompare([]byte(h.Get("X-Gitlab-Token")), secret) != 1 {
-			return ErrUnauthorized
+	switch kind {
+	case v1alpha1.GitHubReceiver:
+		return checkHex("X-Hub-Signature-256")
+	case v1alpha1.GiteaReceiver:
+		return checkHex("X-Gitea-Signature")
+	case v1alpha1.GenericReceiver:
+		return checkHex("X-Signature-256")
+	case v1alpha1.GitLabReceiver:
+		got := h.Get("X-Gitlab-Token")
+		if got == "" {
+			return fmt.Errorf("%w: no X-Gitlab-Token header", ErrUnauthorized)
+		}
+		// Compare digests: ConstantTimeCompare returns at once on a length mismatch.
+		gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256(secret)
+		if subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
+			return fmt.Errorf("%w: X-Gitlab-Token does not match", ErrUnauthorized)
 		}
 		return nil
 	default:
-		return fmt.Errorf("%w: no X-Hub-Signature-256, X-Gitea-Signature, X-Gitlab-Token or X-Signature-256 header", ErrUnauthorized)
+		return fmt.Errorf("%w: unknown receiver type %q", ErrUnauthorized, kind)
 	}
 }
 

@@ -3,22 +3,32 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
 )
 
-// Server runs the receiver as a manager runnable on every replica: a push only sets an
-// annotation, which the leader acts on.
+// Server runs the receiver as a manager runnable on every replica, each serving the paths
+// its own Receiver reconciler registered. Every request is bounded: its header, body
+// (MaxBodySize, in the handler), the time to read and answer it, and idle connections.
 type Server struct {
 	Addr    string
 	Handler http.Handler
 	// Listening, when set, receives the bound address once the server listens.
 	Listening func(addr string)
+	// Prime, when set, runs before the server listens: it registers the Receivers, so that
+	// no push after a restart is refused for want of them.
+	Prime func(ctx context.Context) error
 }
 
 // Start serves until ctx is done.
 func (s *Server) Start(ctx context.Context) error {
+	if s.Prime != nil {
+		if err := s.Prime(ctx); err != nil {
+			return fmt.Errorf("registering the Receivers: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return err
@@ -27,8 +37,16 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Listening(ln.Addr().String())
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/hook", s.Handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	mux.Handle(PathPrefix, s.Handler)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Verifying and queueing reconciles may fetch the pushed head from Git once.
+		WriteTimeout:   time.Minute,
+		IdleTimeout:    time.Minute,
+		MaxHeaderBytes: 64 << 10,
+	}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
