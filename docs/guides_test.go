@@ -42,6 +42,7 @@ var guides = []string{
 	"guides/security.md",
 	"guides/troubleshooting.md",
 	"guides/multi-tenancy.md",
+	"guides/receivers.md",
 }
 
 // doc is one YAML document of a fenced block.
