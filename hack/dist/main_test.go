@@ -42,8 +42,10 @@ func TestInstallManifest(t *testing.T) {
 		}
 	}
 	g.Expect(images).To(Equal([]string{testImage}))
+	// The CRDs first (ImmutableRelease and Receiver), then the namespace.
 	g.Expect(objects[0].GetKind()).To(Equal("CustomResourceDefinition"))
-	g.Expect(objects[1].GetKind()).To(Equal("Namespace"))
+	g.Expect(objects[1].GetKind()).To(Equal("CustomResourceDefinition"))
+	g.Expect(objects[2].GetKind()).To(Equal("Namespace"))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
