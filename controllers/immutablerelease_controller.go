@@ -62,7 +62,6 @@ type ImmutableReleaseReconciler struct {
 	checks sync.Map // types.NamespacedName -> lastCheck
 
 	watches watcher
-	prevent preventPolicy
 	// clients holds one uncached client per identity the operator acts as ("" for itself).
 	clients sync.Map
 	// pendingCorrections are drift corrections not yet in a written status.
@@ -96,8 +95,6 @@ type Options struct {
 	HealthPollInterval time.Duration
 	// MaxConcurrentReconciles is how many releases are reconciled at once.
 	MaxConcurrentReconciles int
-	// OperatorUser is the user the operator acts as; the Prevent policy lets it through.
-	OperatorUser string
 	// GitTimeout bounds each Git operation of a release without spec.git.timeout.
 	GitTimeout time.Duration
 	// GitPatience is how long a worker waits for a Git server before it leaves the

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
-	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/apply"
 	"github.com/immutable-release/operator/internal/drift"
 	"github.com/immutable-release/operator/internal/manifest"
@@ -215,67 +214,6 @@ func (r *ImmutableReleaseReconciler) startRolloutIfChanged(s *scope, cs *ssa.Cha
 		conditions.Delete(s.obj, v1alpha1.HealthyCondition)
 		conditions.MarkUnknown(s.obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rollout of %s started", s.revision)
 	}
-}
-
-// preventPolicy tracks which releases use drift mode Prevent and whether the policy is
-// installed, so that the policy is applied or deleted only when that changes, without
-// listing every release at every reconcile.
-type preventPolicy struct {
-	mu        sync.Mutex
-	releases  map[types.NamespacedName]bool
-	installed *bool
-}
-
-// reconcilePreventPolicy keeps the ValidatingAdmissionPolicy of drift mode Prevent while
-// any release uses that mode, and removes it when none does. obj is the release just
-// reconciled; gone says it is being deleted.
-func (r *ImmutableReleaseReconciler) reconcilePreventPolicy(ctx context.Context, obj *v1alpha1.ImmutableRelease, gone bool) error {
-	r.prevent.mu.Lock()
-	defer r.prevent.mu.Unlock()
-	if r.prevent.releases == nil {
-		// First use in this process: learn every release's mode once.
-		var list v1alpha1.ImmutableReleaseList
-		if err := r.List(ctx, &list); err != nil {
-			return err
-		}
-		r.prevent.releases = map[types.NamespacedName]bool{}
-		for _, rel := range list.Items {
-			if rel.DeletionTimestamp.IsZero() && rel.GetDriftMode() == v1alpha1.DriftPrevent {
-				r.prevent.releases[client.ObjectKeyFromObject(&rel)] = true
-			}
-		}
-	}
-	key := client.ObjectKeyFromObject(obj)
-	if !gone && obj.GetDriftMode() == v1alpha1.DriftPrevent {
-		r.prevent.releases[key] = true
-	} else {
-		delete(r.prevent.releases, key)
-	}
-	want := len(r.prevent.releases) > 0
-	if r.prevent.installed != nil && *r.prevent.installed == want {
-		return nil
-	}
-	if r.Options.OperatorUser == "" {
-		user, err := admission.WhoAmI(ctx, r.Config)
-		if err != nil {
-			return err
-		}
-		r.Options.OperatorUser = user
-	}
-	policy, binding := admission.Policy(r.Options.OperatorUser, apply.FieldManager)
-	for _, o := range []client.Object{policy, binding} {
-		var err error
-		if want {
-			err = r.Patch(ctx, o, client.Apply, client.FieldOwner(apply.FieldManager), client.ForceOwnership)
-		} else {
-			err = client.IgnoreNotFound(r.Delete(ctx, o))
-		}
-		if err != nil {
-			return fmt.Errorf("reconciling the admission policy %s: %w", admission.PolicyName, err)
-		}
-	}
-	r.prevent.installed = &want
-	return nil
 }
 
 // counters holds per-release counts that must reach the status even when the status write

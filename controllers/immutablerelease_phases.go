@@ -169,9 +169,6 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err := r.watches.ensure(s.objects); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcilePreventPolicy(ctx, obj, false); err != nil {
-		return ctrl.Result{}, err
-	}
 	return r.checkHealth(ctx, s)
 }
 
@@ -575,5 +572,5 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 	}
 	r.forget(obj)
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
-	return r.reconcilePreventPolicy(ctx, obj, true)
+	return nil
 }

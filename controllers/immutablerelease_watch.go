@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,6 +57,10 @@ func CacheOptions(watchSelector string) (cache.Options, error) {
 		ByObject: map[client.Object]cache.ByObject{
 			&v1alpha1.ImmutableRelease{}: {Label: releases},
 			&v1alpha1.Receiver{}:         {Label: releases},
+			// The Prevent policy and its bindings carry no release's labels: the
+			// PreventPolicyReconciler watches them by name. Few exist in a cluster.
+			&admissionv1.ValidatingAdmissionPolicy{}:        {Label: labels.Everything()},
+			&admissionv1.ValidatingAdmissionPolicyBinding{}: {Label: labels.Everything()},
 		},
 	}, nil
 }

@@ -122,6 +122,10 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "setting up the Receiver controller:", err)
 		return 1
 	}
+	if err := (&PreventPolicyReconciler{Client: mgr.GetClient(), Config: cp.Config, Tenancy: r.Options.Tenancy}).SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the Prevent policy controller:", err)
+		return 1
+	}
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "manager stopped:", err)

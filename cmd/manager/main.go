@@ -157,7 +157,6 @@ func main() {
 			Limits:                  limits,
 			HealthPollInterval:      healthPolling,
 			MaxConcurrentReconciles: concurrent,
-			OperatorUser:            operatorUser,
 			IntervalJitter:          float64(jitter) / 100,
 			Tenancy:                 tenancyPolicy,
 			GitTimeout:              gitTimeout,
@@ -165,6 +164,11 @@ func main() {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Failed to set up the controller")
+		os.Exit(1)
+	}
+	prevent := &controllers.PreventPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), OperatorUser: operatorUser, Tenancy: tenancyPolicy}
+	if err := prevent.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Failed to set up the drift mode Prevent policy controller")
 		os.Exit(1)
 	}
 	if webhookAddr != "0" {
