@@ -110,6 +110,9 @@ type Options struct {
 
 type lastCheck struct {
 	at time.Time
+	// url and authID name the Git store the check read (authID empty when it read none):
+	// the stores no release names are evicted (sweepStores).
+	url, authID string
 	// listedAt is when the listing the check used was made, which can be before at: a
 	// listing made for another release is reused. A push after it is not in the check.
 	listedAt   time.Time
@@ -163,6 +166,9 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}).
 		Build(r)
 	if err != nil {
+		return err
+	}
+	if err := mgr.Add(storeSweeper{r}); err != nil {
 		return err
 	}
 	r.watches = watcher{controller: c, cache: mgr.GetCache(), scheme: mgr.GetScheme(), handler: r.appliedObjectHandler, watched: map[schema.GroupVersionKind]bool{}}
@@ -306,7 +312,10 @@ func (r *ImmutableReleaseReconciler) asked(obj *v1alpha1.ImmutableRelease) bool 
 // until the next one.
 func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, checked time.Time, err error) {
 	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	c := lastCheck{at: checked, listedAt: s.listedAt, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err}
+	c := lastCheck{at: checked, listedAt: s.listedAt, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err, url: obj.Spec.Git.URL}
+	if s.auth != nil {
+		c.authID = s.auth.ID
+	}
 	for _, o := range s.objects {
 		c.objects = append(c.objects, o.DeepCopy())
 	}
@@ -326,6 +335,41 @@ func (r *ImmutableReleaseReconciler) lastGitCheck(obj *v1alpha1.ImmutableRelease
 	}
 	c.objects = objects
 	return c, true
+}
+
+// storeIdle is how long a Git store nobody names is kept, and how often they are looked for.
+const storeIdle = 10 * time.Minute
+
+// storeSweeper evicts, every storeIdle, the Git stores that no release of this process
+// names (a release deleted, moved to another URL or Secret). It runs on every replica: a
+// standby's webhook prefetches fill stores too.
+type storeSweeper struct{ r *ImmutableReleaseReconciler }
+
+func (storeSweeper) NeedLeaderElection() bool { return false }
+
+func (w storeSweeper) Start(ctx context.Context) error {
+	tick := time.NewTicker(storeIdle)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			w.r.sweepStores(storeIdle)
+		}
+	}
+}
+
+// sweepStores evicts the Git stores that no release's last check read and that nobody used
+// for idle.
+func (r *ImmutableReleaseReconciler) sweepStores(idle time.Duration) int {
+	inUse := map[[2]string]bool{}
+	r.checks.Range(func(_, v any) bool {
+		c := v.(lastCheck)
+		inUse[[2]string{c.url, c.authID}] = true
+		return true
+	})
+	return r.Git.Evict(func(url, authID string) bool { return inUse[[2]string{url, authID}] }, idle)
 }
 
 // forget drops what this process remembers of a release that is gone.

@@ -303,6 +303,8 @@ type repository struct {
 	dir       string
 	repo      *gogit.Repository
 	checkouts map[string]*checkout
+	// lastUse is when the store was last looked up; guarded by the Cache's mu.
+	lastUse time.Time
 }
 
 type checkout struct {
@@ -321,6 +323,7 @@ func (c *Cache) repository(repoURL string, auth *Auth) (*repository, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if r, ok := c.repos[key]; ok {
+		r.lastUse = time.Now()
 		return r, nil
 	}
 	sum := sha256.Sum256([]byte(key))
@@ -338,9 +341,70 @@ func (c *Cache) repository(repoURL string, auth *Auth) (*repository, error) {
 	if err := os.RemoveAll(filepath.Join(dir, "trees")); err != nil {
 		return nil, err
 	}
-	r := &repository{dir: dir, repo: repo, checkouts: map[string]*checkout{}}
+	r := &repository{dir: dir, repo: repo, checkouts: map[string]*checkout{}, lastUse: time.Now()}
 	c.repos[key] = r
 	return r, nil
+}
+
+// Evict forgets, and removes from disk, the store of every repository and credentials that
+// inUse does not name and that nobody used for idle, with its checkouts and listed heads:
+// the stores of releases that are gone, or moved to another URL or Secret, do not pile up.
+// A store with a checkout in use is kept. Losing a store only costs a fetch. It returns how
+// many stores it removed.
+func (c *Cache) Evict(inUse func(repoURL, authID string) bool, idle time.Duration) int {
+	stale := func(key string, r *repository) bool {
+		repoURL, id, _ := strings.Cut(key, "\x00")
+		return !inUse(repoURL, id) && time.Since(r.lastUse) >= idle
+	}
+	c.mu.Lock()
+	candidates := map[string]*repository{}
+	for key, r := range c.repos {
+		if stale(key, r) {
+			candidates[key] = r
+		}
+	}
+	c.mu.Unlock()
+	// Checkout holds a store's lock while it takes the Cache's: look at the checkouts
+	// without the Cache's lock, then check again under it that nobody looked the store up
+	// meanwhile.
+	for key, r := range candidates {
+		if r.busy() {
+			delete(candidates, key)
+		}
+	}
+	c.mu.Lock()
+	for key, r := range candidates {
+		if c.repos[key] != r || !stale(key, r) {
+			delete(candidates, key)
+			continue
+		}
+		delete(c.repos, key)
+	}
+	for key, h := range c.heads {
+		parts := strings.Split(key, "\x00") // URL, reference, credentials
+		if len(parts) == 3 && !inUse(parts[0], parts[2]) && time.Since(h.at) >= idle {
+			delete(c.heads, key)
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range candidates {
+		r.mu.Lock()
+		_ = os.RemoveAll(r.dir)
+		r.mu.Unlock()
+	}
+	return len(candidates)
+}
+
+// busy says whether a checkout of the store is in use.
+func (r *repository) busy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, co := range r.checkouts {
+		if co.users > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Checkout makes sure the commit hash (resolved from ref) is in the shared store, fetching

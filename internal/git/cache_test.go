@@ -225,3 +225,60 @@ func TestPathsChanged(t *testing.T) {
 	g.Expect(answers).To(Equal([]bool{false, true, false, true, true}))
 	g.Expect(err).To(HaveOccurred(), "an unknown commit is reported, and counts as a change")
 }
+
+// TestEvictUnusedStores: the store of a repository no release uses any more is removed
+// from memory and disk with its heads; the store in use, and one with a checkout held,
+// stay; an evicted repository is fetched again when it is wanted again.
+func TestEvictUnusedStores(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, kept, keptHead := newRepo(t)
+	gone, err := srv.CreateRepo("acme/gone.git", "main")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(gone.Write(map[string]string{"deploy/app.yaml": "b: 1\n"})).To(Succeed())
+	goneHead, err := gone.CommitAndPush("Add the app")
+	g.Expect(err).NotTo(HaveOccurred())
+	held, err := srv.CreateRepo("acme/held.git", "main")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(held.Write(map[string]string{"deploy/app.yaml": "c: 1\n"})).To(Succeed())
+	heldHead, err := held.CommitAndPush("Add the app")
+	g.Expect(err).NotTo(HaveOccurred())
+
+	dir := t.TempDir()
+	cache := NewCache(dir)
+	auth, err := AuthFromSecret(kept.URL(), map[string][]byte{"username": []byte(srv.Username), "password": []byte(srv.Password)})
+	g.Expect(err).NotTo(HaveOccurred())
+	main := Reference{Branch: "main"}
+	checkout := func(url, hash string) func() {
+		_, err := cache.Resolve(ctx, url, main, auth, true)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, _, release, err := cache.Checkout(ctx, url, main, hash, auth)
+		g.Expect(err).NotTo(HaveOccurred())
+		return release
+	}
+	checkout(kept.URL(), keptHead)()
+	checkout(gone.URL(), goneHead)()
+	release := checkout(held.URL(), heldHead)
+	stores, err := os.ReadDir(dir)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stores).To(HaveLen(3))
+
+	inUse := func(url, id string) bool { return url == kept.URL() && id == auth.ID }
+	g.Expect(cache.Evict(inUse, time.Hour)).To(Equal(0), "a store used within idle is kept")
+	g.Expect(cache.Evict(inUse, 0)).To(Equal(1), "only the store nobody uses nor holds goes")
+	stores, err = os.ReadDir(dir)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stores).To(HaveLen(2))
+	cache.mu.Lock()
+	g.Expect(cache.repos).To(HaveLen(2))
+	for key := range cache.heads {
+		g.Expect(key).NotTo(HavePrefix(gone.URL()+"\x00"), "the heads of the evicted store stay")
+	}
+	cache.mu.Unlock()
+
+	release()
+	g.Expect(cache.Evict(inUse, 0)).To(Equal(1), "a checkout let go of no longer holds its store")
+	fetches := cache.Stats().Fetches
+	checkout(gone.URL(), goneHead)()
+	g.Expect(cache.Stats().Fetches).To(Equal(fetches+1), "an evicted repository is fetched again")
+}
