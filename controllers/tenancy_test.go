@@ -3,9 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/tenancy"
+	"github.com/immutable-release/operator/internal/testgit"
 )
 
 // unconfinedNamespace is the one namespace the suite's manager runs unconfined
@@ -286,35 +285,15 @@ func TestPruneStaysInNamespace(t *testing.T) {
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: victim, Name: "api"}, &appsv1.Deployment{})).To(Succeed())
 }
 
-// tarpit is a Git server that accepts connections and never answers.
+// tarpit starts a Git server that never answers, stopped when the test ends.
 func tarpit(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stop, err := testgit.Tarpit()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return "http://" + l.Addr().String()
+	t.Cleanup(stop)
+	return url
 }
 
 // TestTarpitsCostOnlyTheirOwnRelease: four releases of one tenant on Git servers that

@@ -6,14 +6,14 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/immutable-release/operator/internal/testgit"
 )
 
 // Stories as a hostile tenant: each attack is refused with its reason, nothing is applied
@@ -140,35 +140,15 @@ func (s *story) pushTree(t *testing.T, dir, file, content string) {
 	git(nil, "push", "--quiet", "origin", commit+":refs/heads/main")
 }
 
-// tarpit listens on loopback and holds every connection without a byte of answer.
+// tarpit starts a Git server that never answers, stopped when the test ends.
 func tarpit(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stop, err := testgit.Tarpit()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return "http://" + l.Addr().String()
+	t.Cleanup(stop)
+	return url
 }
 
 // specTarpits: a tenant points four releases at Git servers that never answer. Each shows
