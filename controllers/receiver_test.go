@@ -267,7 +267,7 @@ func TestReceiverNoSecretReadPerRequest(t *testing.T) {
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webhook"}, secret)).To(Succeed())
 	secret.Data = map[string][]byte{"token": []byte("second-token")}
 	g.Expect(k8s.Update(ctx, secret)).To(Succeed())
-	requestReceiverReconcile(t, h.obj)
+	reconcileNow(t, h.obj)
 	newPath := receiver.WebhookPath([]byte("second-token"), "github", ns)
 	g.Eventually(func() string { return getReceiver(g, h.obj).Status.WebhookPath }, 30*time.Second, 50*time.Millisecond).Should(Equal(newPath))
 	g.Expect(secretReads.secrets.Load()).To(BeNumerically(">", reads))
@@ -346,20 +346,6 @@ func getReceiver(g Gomega, obj *v1alpha1.Receiver) *v1alpha1.Receiver {
 	out := &v1alpha1.Receiver{}
 	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), out)).To(Succeed())
 	return out
-}
-
-// requestReceiverReconcile asks for an immediate reconcile of the Receiver.
-func requestReceiverReconcile(t testing.TB, obj *v1alpha1.Receiver) {
-	g := NewWithT(t)
-	g.Eventually(func() error {
-		cur := getReceiver(g, obj)
-		patch := client.MergeFrom(cur.DeepCopy())
-		if cur.Annotations == nil {
-			cur.Annotations = map[string]string{}
-		}
-		cur.Annotations[meta.ReconcileRequestAnnotation] = time.Now().Format(time.RFC3339Nano)
-		return k8s.Patch(ctx, cur, patch)
-	}, 10*time.Second).Should(Succeed())
 }
 
 // BenchmarkWebhookToApplied times a push: from the webhook call to the Deployment naming

@@ -306,17 +306,23 @@ func checkKstatus(t *testing.T, obj *v1alpha1.ImmutableRelease, want status.Stat
 	g.Expect(res.Status).To(Equal(want), res.Message)
 }
 
-// reconcileNow asks for an immediate reconcile, as `flux reconcile` does.
-func reconcileNow(t *testing.T, obj *v1alpha1.ImmutableRelease) {
+// reconcileNow asks for an immediate reconcile of a release or a Receiver, as `flux
+// reconcile` does.
+func reconcileNow(t testing.TB, obj client.Object) {
 	t.Helper()
 	g := NewWithT(t)
 	g.Eventually(func() error {
-		cur := get(g, obj)
-		patch := client.MergeFrom(cur.DeepCopy())
-		if cur.Annotations == nil {
-			cur.Annotations = map[string]string{}
+		cur := obj.DeepCopyObject().(client.Object)
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+			return err
 		}
-		cur.Annotations[meta.ReconcileRequestAnnotation] = time.Now().Format(time.RFC3339Nano)
+		patch := client.MergeFrom(cur.DeepCopyObject().(client.Object))
+		annotations := cur.GetAnnotations()
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[meta.ReconcileRequestAnnotation] = time.Now().Format(time.RFC3339Nano)
+		cur.SetAnnotations(annotations)
 		return k8s.Patch(ctx, cur, patch)
 	}, 10*time.Second).Should(Succeed())
 }

@@ -285,17 +285,6 @@ func TestPruneStaysInNamespace(t *testing.T) {
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: victim, Name: "api"}, &appsv1.Deployment{})).To(Succeed())
 }
 
-// tarpit starts a Git server that never answers, stopped when the test ends.
-func tarpit(t *testing.T) string {
-	t.Helper()
-	url, stop, err := testgit.Tarpit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return url
-}
-
 // TestTarpitsCostOnlyTheirOwnRelease: four releases of one tenant on Git servers that
 // never answer hold no worker for long: another tenant's push is applied meanwhile, and
 // each tarpit's release fails with the Git timeout, not before.
@@ -305,7 +294,7 @@ func TestTarpitsCostOnlyTheirOwnRelease(t *testing.T) {
 
 	hostile := newNamespace(t)
 	hostileRepo := newRepo(t, hostile, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
-	server := tarpit(t)
+	server := testgit.Tarpit(t)
 	var tarpits []*v1alpha1.ImmutableRelease
 	for i := range 4 {
 		tarpits = append(tarpits, newRelease(t, hostile, hostileRepo, "app", func(o *v1alpha1.ImmutableRelease) {

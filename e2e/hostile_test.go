@@ -140,23 +140,12 @@ func (s *story) pushTree(t *testing.T, dir, file, content string) {
 	git(nil, "push", "--quiet", "origin", commit+":refs/heads/main")
 }
 
-// tarpit starts a Git server that never answers, stopped when the test ends.
-func tarpit(t *testing.T) string {
-	t.Helper()
-	url, stop, err := testgit.Tarpit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return url
-}
-
 // specTarpits: a tenant points four releases at Git servers that never answer. Each shows
 // it is waiting, then fails with its own Git timeout; another tenant's push is applied
 // meanwhile.
 func specTarpits(t *testing.T) {
 	victim := newStory(t, "1m")
-	server := tarpit(t)
+	server := testgit.Tarpit(t)
 	ns := fmt.Sprintf("e2e-tarpit-%d", seq.Add(1))
 	victim.kubectl("create", "namespace", ns)
 	var manifests strings.Builder

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/fluxcd/pkg/gittestserver"
 	"golang.org/x/crypto/ssh"
@@ -230,12 +231,13 @@ func output(dir, name string, args ...string) (string, error) {
 }
 
 // Tarpit listens on loopback as a Git server that accepts every connection and never
-// answers a byte, and returns its HTTP address and how to stop it (which closes the held
-// connections). Hostile-input tests point releases at it.
-func Tarpit() (url string, stop func(), err error) {
+// answers a byte, until the test ends, and returns its HTTP address. Hostile-input tests
+// point releases at it.
+func Tarpit(t testing.TB) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var held []net.Conn
@@ -250,12 +252,13 @@ func Tarpit() (url string, stop func(), err error) {
 			mu.Unlock()
 		}
 	}()
-	return "http://" + l.Addr().String(), func() {
+	t.Cleanup(func() {
 		l.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range held {
 			c.Close()
 		}
-	}, nil
+	})
+	return "http://" + l.Addr().String()
 }
