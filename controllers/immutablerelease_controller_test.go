@@ -150,10 +150,7 @@ func TestPruneDisabled(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-settings"}, &corev1.ConfigMap{})).To(Succeed())
 
-	g.Expect(k8s.Delete(ctx, obj)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.ImmutableRelease{}))
-	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	deleteRelease(t, obj)
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})).To(Succeed())
 }
 

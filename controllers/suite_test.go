@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -304,6 +305,16 @@ func checkKstatus(t *testing.T, obj *v1alpha1.ImmutableRelease, want status.Stat
 	res, err := status.Compute(&unstructured.Unstructured{Object: u})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(res.Status).To(Equal(want), res.Message)
+}
+
+// deleteRelease deletes the release and waits until it is gone (its finalizer done).
+func deleteRelease(t testing.TB, obj *v1alpha1.ImmutableRelease) {
+	t.Helper()
+	g := NewWithT(t)
+	g.Expect(k8s.Delete(ctx, obj)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.ImmutableRelease{}))
+	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 }
 
 // reconcileNow asks for an immediate reconcile of a release or a Receiver, as `flux

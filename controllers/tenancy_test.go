@@ -278,10 +278,7 @@ func TestPruneStaysInNamespace(t *testing.T) {
 	g.Eventually(func() string { return get(g, obj).Status.LastAppliedRevision }, time.Minute, 100*time.Millisecond).Should(Equal("main@sha1:" + hash))
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: victim, Name: "api"}, &appsv1.Deployment{})).To(Succeed())
 
-	g.Expect(k8s.Delete(ctx, obj)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.ImmutableRelease{}))
-	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	deleteRelease(t, obj)
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: victim, Name: "api"}, &appsv1.Deployment{})).To(Succeed())
 }
 
@@ -357,4 +354,24 @@ func TestDefaultServiceAccount(t *testing.T) {
 	review = &authenticationv1.SelfSubjectReview{}
 	g.Expect(c.Create(ctx, review)).To(Succeed())
 	g.Expect(review.Status.UserInfo.Username).To(Equal("system:serviceaccount:" + ns + ":other"))
+}
+
+// TestTenantBoundsStayBounded: what a tenant writes can shorten its own costs, never
+// lengthen them past the platform admin's: a spec.git.timeout of 1000h is held to
+// --git-timeout, and a Receiver interval of 1ms reads its Secret at most every 30s.
+func TestTenantBoundsStayBounded(t *testing.T) {
+	g := NewWithT(t)
+	rel := &v1alpha1.ImmutableRelease{}
+	g.Expect(rel.GetGitTimeout(time.Minute)).To(Equal(time.Minute))
+	rel.Spec.Git.Timeout = &metav1.Duration{Duration: 1000 * time.Hour}
+	g.Expect(rel.GetGitTimeout(time.Minute)).To(Equal(time.Minute))
+	rel.Spec.Git.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+	g.Expect(rel.GetGitTimeout(time.Minute)).To(Equal(5 * time.Second))
+
+	rec := &v1alpha1.Receiver{}
+	g.Expect(rec.GetInterval()).To(Equal(v1alpha1.DefaultReceiverInterval))
+	rec.Spec.Interval = &metav1.Duration{Duration: time.Millisecond}
+	g.Expect(rec.GetInterval()).To(Equal(v1alpha1.MinReceiverInterval))
+	rec.Spec.Interval = &metav1.Duration{Duration: time.Hour}
+	g.Expect(rec.GetInterval()).To(Equal(time.Hour))
 }

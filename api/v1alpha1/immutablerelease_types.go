@@ -276,8 +276,8 @@ type GitSource struct {
 
 	// timeout bounds each Git operation (listing, fetch, push), as Flux's
 	// GitRepository timeout: a server that does not answer in time fails the operation
-	// with GitOperationFailed instead of holding a worker. Defaults to the manager's
-	// --git-timeout (60s).
+	// with GitOperationFailed instead of holding a worker. Defaults to, and is at most, the
+	// manager's --git-timeout (60s).
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m))+$"
 	// +optional
@@ -489,12 +489,14 @@ func (in *ImmutableRelease) QuarantineEnabled() bool {
 	return in.Spec.Rollback == nil || in.Spec.Rollback.Quarantine == nil || *in.Spec.Rollback.Quarantine
 }
 
-// GetGitTimeout returns spec.git.timeout, or def when it is not set.
-func (in *ImmutableRelease) GetGitTimeout(def time.Duration) time.Duration {
+// GetGitTimeout returns spec.git.timeout, at most limit (the manager's --git-timeout), or
+// limit when it is not set: a tenant may shorten its own Git operations, never make one
+// hold the manager's resources longer than the platform admin allows.
+func (in *ImmutableRelease) GetGitTimeout(limit time.Duration) time.Duration {
 	if in.Spec.Git.Timeout != nil && in.Spec.Git.Timeout.Duration > 0 {
-		return in.Spec.Git.Timeout.Duration
+		return min(in.Spec.Git.Timeout.Duration, limit)
 	}
-	return def
+	return limit
 }
 
 // GetTimeout returns spec.timeout or DefaultTimeout.

@@ -18,6 +18,9 @@ const (
 	// DefaultReceiverInterval is how often a Receiver's Secret is read again when
 	// spec.interval is unset.
 	DefaultReceiverInterval = 10 * time.Minute
+	// MinReceiverInterval bounds how often a Receiver's Secret is read: an interval of a
+	// millisecond would have the manager read it a thousand times a second.
+	MinReceiverInterval = 30 * time.Second
 )
 
 // Receiver types: the Git host whose signatures a Receiver checks.
@@ -73,7 +76,7 @@ type ReceiverSpec struct {
 	Resources *ReceiverResources `json:"resources,omitempty"`
 
 	// interval is how often the Secret is read again, so that a rotated token takes effect
-	// without a change to the Receiver. Defaults to 10m.
+	// without a change to the Receiver. Defaults to 10m; at least 30s.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +optional
@@ -141,7 +144,7 @@ func (in *Receiver) GetInterval() time.Duration {
 	if in.Spec.Interval == nil || in.Spec.Interval.Duration <= 0 {
 		return DefaultReceiverInterval
 	}
-	return in.Spec.Interval.Duration
+	return max(in.Spec.Interval.Duration, MinReceiverInterval)
 }
 
 // +kubebuilder:object:root=true
