@@ -358,7 +358,8 @@ func TestDefaultServiceAccount(t *testing.T) {
 
 // TestTenantBoundsStayBounded: what a tenant writes can shorten its own costs, never
 // lengthen them past the platform admin's: a spec.git.timeout of 1000h is held to
-// --git-timeout, and a Receiver interval of 1ms reads its Secret at most every 30s.
+// --git-timeout, an interval of 1ms looks at the release at most every second, and a
+// Receiver interval of 1ms reads its Secret at most every 30s.
 func TestTenantBoundsStayBounded(t *testing.T) {
 	g := NewWithT(t)
 	rel := &v1alpha1.ImmutableRelease{}
@@ -367,6 +368,11 @@ func TestTenantBoundsStayBounded(t *testing.T) {
 	g.Expect(rel.GetGitTimeout(time.Minute)).To(Equal(time.Minute))
 	rel.Spec.Git.Timeout = &metav1.Duration{Duration: 5 * time.Second}
 	g.Expect(rel.GetGitTimeout(time.Minute)).To(Equal(5 * time.Second))
+
+	rel.Spec.Interval = metav1.Duration{Duration: time.Millisecond}
+	g.Expect(rel.GetRequeueAfter()).To(Equal(v1alpha1.MinInterval))
+	rel.Spec.Interval = metav1.Duration{Duration: 3 * time.Second}
+	g.Expect(rel.GetRequeueAfter()).To(Equal(3 * time.Second))
 
 	rec := &v1alpha1.Receiver{}
 	g.Expect(rec.GetInterval()).To(Equal(v1alpha1.DefaultReceiverInterval))

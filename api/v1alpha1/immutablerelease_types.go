@@ -35,7 +35,7 @@ type ImmutableReleaseSpec struct {
 	Path string `json:"path,omitempty"`
 
 	// interval is how often the remote is checked for a new revision and the cluster is
-	// brought back to what Git says.
+	// brought back to what Git says; at least 1s.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +kubebuilder:default="1m"
@@ -456,8 +456,18 @@ func (in *ImmutableRelease) GetConditions() []metav1.Condition { return in.Statu
 // SetConditions sets the status conditions.
 func (in *ImmutableRelease) SetConditions(c []metav1.Condition) { in.Status.Conditions = c }
 
-// GetRequeueAfter returns how long to wait before the next periodic reconcile.
-func (in *ImmutableRelease) GetRequeueAfter() time.Duration { return in.Spec.Interval.Duration }
+// MinInterval is the shortest interval a release is looked at by: an interval of a
+// millisecond would keep a worker and the tenant's Git server busy without end.
+const MinInterval = time.Second
+
+// GetRequeueAfter returns how long to wait before the next periodic reconcile: spec.interval,
+// at least MinInterval.
+func (in *ImmutableRelease) GetRequeueAfter() time.Duration {
+	if in.Spec.Interval.Duration <= 0 {
+		return in.Spec.Interval.Duration
+	}
+	return max(in.Spec.Interval.Duration, MinInterval)
+}
 
 // GetDriftMode returns spec.drift.mode or Correct.
 func (in *ImmutableRelease) GetDriftMode() DriftMode {
