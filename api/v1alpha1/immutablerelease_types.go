@@ -180,8 +180,16 @@ type PullRequestSpec struct {
 // again (the reconcile-request pattern).
 const RollbackToAnnotation = "release.immutable.dev/rollback-to"
 
-// UnquarantineAnnotation lifts the quarantine of the digest it names.
+// UnquarantineAnnotation lifts the quarantine of the digest it names, once per value
+// (status.lastHandledUnquarantine): a digest quarantined again later stays quarantined
+// until the annotation names it anew.
 const UnquarantineAnnotation = "release.immutable.dev/unquarantine"
+
+// PushedAtAnnotation is set by a replica of the operator that received a verified push for
+// a release it does not reconcile (another shard's, or while it is on standby): the time of
+// the push, RFC 3339. The replica that reconciles the release lists Git again, once, with a
+// listing made after that time; nothing else is looked at again, unlike a reconcile request.
+const PushedAtAnnotation = "release.immutable.dev/pushed-at"
 
 // QuarantinedDigest is a digest that ran in a reverted revision.
 type QuarantinedDigest struct {
@@ -229,6 +237,15 @@ type Rollback struct {
 	// failedImages are the images of the failed revision.
 	// +optional
 	FailedImages []WorkloadImage `json:"failedImages,omitempty"`
+}
+
+// RevertConflict is a revert that could not be made without guessing, and the branch head it
+// was tried on: it is tried again only once the head moves.
+type RevertConflict struct {
+	// failedRevision is the revision whose revert conflicted.
+	FailedRevision string `json:"failedRevision"`
+	// head is the commit the branch pointed at when the revert was tried.
+	Head string `json:"head"`
 }
 
 // DriftMode is what the operator does about drift.
@@ -330,6 +347,12 @@ type ImmutableReleaseStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// lastAppliedGeneration is the generation of the spec whose objects were last applied.
+	// observedGeneration follows once the rollout is judged; until then this says the
+	// spec is applied already, so that it is not applied again.
+	// +optional
+	LastAppliedGeneration int64 `json:"lastAppliedGeneration,omitempty"`
+
 	// lastAttemptedRevision is the revision last fetched, in the form <ref>@sha1:<commit>.
 	// +optional
 	LastAttemptedRevision string `json:"lastAttemptedRevision,omitempty"`
@@ -364,6 +387,15 @@ type ImmutableReleaseStatus struct {
 	// lastHandledRollbackTo is the last rollback-to annotation value acted on.
 	// +optional
 	LastHandledRollbackTo string `json:"lastHandledRollbackTo,omitempty"`
+
+	// lastHandledUnquarantine is the last unquarantine annotation value acted on.
+	// +optional
+	LastHandledUnquarantine string `json:"lastHandledUnquarantine,omitempty"`
+
+	// revertConflict is the last revert that conflicted, until the branch head moves or a
+	// revert is pushed.
+	// +optional
+	RevertConflict *RevertConflict `json:"revertConflict,omitempty"`
 
 	// lastRollback describes the last revert pushed for a failed revision.
 	// +optional
