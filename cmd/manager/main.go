@@ -27,10 +27,15 @@ import (
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
 	"github.com/immutable-release/operator/internal/receiver"
+	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
 )
 
 const controllerName = "immutable-release-controller"
+
+// LeaseName is the leader election lease of a manager that reconciles the whole fleet; a
+// shard's lease adds a digest of its --watch-label-selector.
+const LeaseName = "immutable-release.release.immutable.dev"
 
 // The metrics endpoint checks who asks (--metrics-secure):
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -98,6 +103,11 @@ func main() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 
+	fleetShard, err := shard.Parse(watchSelector)
+	if err != nil {
+		log.Error(err, "Invalid --watch-label-selector")
+		os.Exit(1)
+	}
 	cacheOpts, err := controllers.CacheOptions(watchSelector)
 	if err != nil {
 		log.Error(err, "Invalid --watch-label-selector")
@@ -114,7 +124,9 @@ func main() {
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
-		LeaderElectionID:        "immutable-release.release.immutable.dev",
+		// One lease per shard: the replicas of a shard elect one leader, and shards do not
+		// stand by for each other.
+		LeaderElectionID:        fleetShard.LeaseName(LeaseName),
 		LeaderElectionNamespace: leaderNS,
 	})
 	if err != nil {
