@@ -118,12 +118,12 @@ func main() {
 	// long before the API server is busy.
 	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
-		Cache:                   cacheOpts,
-		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
-		HealthProbeBindAddress:  probeAddr,
-		PprofBindAddress:        pprofAddr,
-		LeaderElection:          leaderElect,
+		Scheme:                 scheme,
+		Cache:                  cacheOpts,
+		Metrics:                metricsOptions(metricsAddr, secureMetrics),
+		HealthProbeBindAddress: probeAddr,
+		PprofBindAddress:       pprofAddr,
+		LeaderElection:         leaderElect,
 		// One lease per shard: the replicas of a shard elect one leader, and shards do not
 		// stand by for each other.
 		LeaderElectionID:        fleetShard.LeaseName(LeaseName),

@@ -51,4 +51,3 @@ func TestLeaseName(t *testing.T) {
 	_, err := Parse("shard in (")
 	g.Expect(err).To(HaveOccurred())
 }
-
