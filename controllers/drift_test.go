@@ -271,16 +271,16 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// TestCountersWithoutCorrections: a status written when nothing was corrected (a fresh
+// TestCorrectionsWithoutCorrections: a status written when nothing was corrected (a fresh
 // process, before any drift) must not break the bookkeeping.
-func TestCountersWithoutCorrections(t *testing.T) {
+func TestCorrectionsWithoutCorrections(t *testing.T) {
 	g := NewWithT(t)
-	var c counters
-	key := types.NamespacedName{Namespace: "ns", Name: "web"}
-	g.Expect(func() { c.written(key, c.get(key)) }).NotTo(Panic())
-	c.add(key, 2)
-	c.written(key, 1)
-	g.Expect(c.get(key)).To(Equal(int64(1)))
-	c.written(key, 1)
-	g.Expect(c.get(key)).To(BeZero())
+	var ms memories
+	m := ms.of(types.NamespacedName{Namespace: "ns", Name: "web"})
+	g.Expect(func() { m.correctionsWritten(m.pendingCorrections()) }).NotTo(Panic())
+	m.addCorrections(2)
+	m.correctionsWritten(1)
+	g.Expect(m.pendingCorrections()).To(Equal(int64(1)))
+	m.correctionsWritten(1)
+	g.Expect(m.pendingCorrections()).To(BeZero())
 }

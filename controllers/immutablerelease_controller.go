@@ -11,7 +11,7 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/predicates"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,6 +32,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
 )
 
@@ -55,33 +56,19 @@ type ImmutableReleaseReconciler struct {
 	Git       *git.Cache
 	Options   Options
 
-	// checks remembers, per release, the last check of Git: when, for which spec and
-	// request, and what it gave (the prepared objects, or the failure). Reconciles between
-	// intervals (watch events, health polling) reuse it instead of listing the remote.
-	// Losing it (a restart) only costs one extra check.
-	checks sync.Map // types.NamespacedName -> lastCheck
-
 	watches watcher
-	// clients holds one uncached client per identity the operator acts as ("" for itself).
+	// clients holds one uncached client per identity the operator acts as ("" for itself);
+	// those no remembered release names are dropped by the sweeper.
 	clients sync.Map
-	// pendingCorrections are drift corrections not yet in a written status.
-	pendingCorrections counters
-	// pushes holds, per release, when a webhook last announced a push it follows;
-	// notifications queues those releases (see Notify).
-	pushes        sync.Map // types.NamespacedName -> pushed
+	// memories is what this process remembers of each release between reconciles.
+	memories memories
+	// notifications queues the releases a webhook announced a push for (see Notify).
 	notifications chan event.GenericEvent
-	// fetches are the Git operations left running in the background by reconciles whose
-	// server was slow; fetched queues a release when its operation ends.
-	fetches fetches
+	// elected is closed once this replica leads its shard (nil: it always does).
+	elected <-chan struct{}
+	// fetched queues a release when the Git operation its reconcile left running in the
+	// background ends (immutablerelease_fetch.go).
 	fetched chan event.GenericEvent
-	// outdated holds, per release, the resourceVersion this process last wrote over (an
-	// overwritten): a cached copy still at it is older than what the API server has.
-	outdated sync.Map
-	// snapshots holds, per release, the live objects last found equal to Git.
-	snapshots sync.Map // types.NamespacedName -> snapshot
-	// appliedGenerations holds, per release, the generation whose spec this process last
-	// applied: until the rollout ends, status.observedGeneration does not say so.
-	appliedGenerations sync.Map // types.NamespacedName -> int64
 	// conflicts remembers, per release, the last revert that conflicted, so that it is
 	// tried again only when the branch changes.
 	conflicts sync.Map // types.NamespacedName -> revertConflict
@@ -102,28 +89,12 @@ type Options struct {
 	GitPatience time.Duration
 	// Tenancy says which account a release acts as and what it may apply.
 	Tenancy tenancy.Policy
+	// Shard is the part of the fleet this manager reconciles (--watch-label-selector).
+	Shard shard.Shard
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.
 	IntervalJitter float64
-}
-
-type lastCheck struct {
-	at time.Time
-	// url and authID name the Git store the check read (authID empty when it read none):
-	// the stores no release names are evicted (sweepStores).
-	url, authID string
-	// listedAt is when the listing the check used was made, which can be before at: a
-	// listing made for another release is reused. A push after it is not in the check.
-	listedAt   time.Time
-	generation int64
-	token      string
-	// revision, commit and objects are what the check fetched and prepared; err is its
-	// failure, if any.
-	revision string
-	commit   git.Commit
-	objects  []*unstructured.Unstructured
-	err      error
 }
 
 // DefaultGitTimeout bounds a Git operation when neither the release nor the manager's
@@ -150,6 +121,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
+	r.elected = mgr.Elected()
 	r.notifications = make(chan event.GenericEvent, 1024)
 	r.fetched = make(chan event.GenericEvent, 1024)
 	c, err := ctrl.NewControllerManagedBy(mgr).
@@ -178,12 +150,18 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile brings one release in line with Git.
 func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	start := time.Now()
-	reconciles.WithLabelValues(req.Namespace, req.Name).Inc()
 	obj := &v1alpha1.ImmutableRelease{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Deleted without our finalizer, or relabelled out of this shard: the cache no
+			// longer has it, and this manager forgets it.
+			r.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	wait, err := r.fresh(ctx, obj)
+	reconciles.WithLabelValues(req.Namespace, req.Name).Inc()
+	mem := r.memories.of(req.NamespacedName)
+	wait, err := r.fresh(ctx, obj, mem)
 	if err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -202,7 +180,7 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 
 	before := obj.DeepCopy()
 	defer func() {
-		result, retErr = r.finalizeStatus(ctx, obj, before, result, retErr, start)
+		result, retErr = r.finalizeStatus(ctx, obj, before, mem, result, retErr, start)
 	}()
 
 	if !obj.DeletionTimestamp.IsZero() {
@@ -211,13 +189,7 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if obj.Spec.Suspend {
 		return ctrl.Result{}, nil
 	}
-	return r.reconcile(ctx, obj)
-}
-
-// overwritten is a resourceVersion of a release that this process wrote over, and when.
-type overwritten struct {
-	resourceVersion string
-	at              time.Time
+	return r.reconcile(ctx, obj, mem)
 }
 
 // cacheLagTolerance is how long a reconcile waits for the cache to show the release's own
@@ -229,12 +201,12 @@ const cacheLagTolerance = 200 * time.Millisecond
 // write to a conflict. The cache is given a moment (wait); beyond it, since a busy API
 // server can hold watch events back for seconds and a drift correction would wait as
 // long, the release is read from the API server.
-func (r *ImmutableReleaseReconciler) fresh(ctx context.Context, obj *v1alpha1.ImmutableRelease) (wait bool, err error) {
-	o, ok := r.outdated.Load(client.ObjectKeyFromObject(obj))
-	if !ok || o.(overwritten).resourceVersion != obj.ResourceVersion {
+func (r *ImmutableReleaseReconciler) fresh(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (wait bool, err error) {
+	o := mem.lastWrite()
+	if o.resourceVersion == "" || o.resourceVersion != obj.ResourceVersion {
 		return false, nil
 	}
-	if time.Since(o.(overwritten).at) < cacheLagTolerance {
+	if time.Since(o.at) < cacheLagTolerance {
 		return true, nil
 	}
 	return false, r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj)
@@ -266,75 +238,32 @@ func jittered(d time.Duration, p float64) time.Duration {
 	return time.Duration(float64(d) * (1 + p*(2*rand.Float64()-1)))
 }
 
-// gitCheckDue says whether this reconcile must list the remote and apply: the first time in
-// this process, after a spec change, a reconcile request or a push announced by a webhook,
-// and once per interval. notBefore is how old a listing of the remote, made for another
-// release on the same repository, may be to serve this one: as of now when someone asked
-// (likely right after a push), as of the push when a webhook announced one, and the shortest
-// jittered interval when polling: a fleet on one repository lists it about once an interval,
-// and a commit is seen within two intervals at worst (as with Flux's source and
-// Kustomization intervals); the webhook makes it seconds.
-func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease) (due bool, notBefore time.Time) {
-	now := time.Now()
-	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
-	v, ok := r.checks.Load(key)
-	if !ok || obj.Status.LastAttemptedRevision == "" {
-		return true, now.Add(-time.Second)
-	}
-	c := v.(lastCheck)
-	if r.asked(obj) {
-		return true, now
-	}
-	if p, ok := r.pushes.Load(key); ok && p.(pushed).at.After(c.listedAt) {
-		return true, p.(pushed).at
-	}
-	var f *failure
-	if c.err != nil && !(errors.As(c.err, &f) && f.stalled) {
-		// A failure that retrying can fix (Git unreachable, a missing Secret, a refused
-		// apply) is retried against Git itself, fresh, with backoff.
-		return true, now
-	}
-	interval := r.shortestInterval(obj)
-	return now.Sub(c.at) >= interval, now.Add(-interval)
+// look is what the release says about when to look at Git (see git.Source.Due).
+func (r *ImmutableReleaseReconciler) look(obj *v1alpha1.ImmutableRelease) git.Look {
+	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
+	return git.Look{Now: time.Now(), Generation: obj.Generation, Token: token,
+		Attempted: obj.Status.LastAttemptedRevision != "", PushAnnotation: obj.GetAnnotations()[v1alpha1.PushedAtAnnotation],
+		Interval: r.shortestInterval(obj)}
 }
 
-// asked says whether a reconcile request or a spec change arrived since the last check.
-func (r *ImmutableReleaseReconciler) asked(obj *v1alpha1.ImmutableRelease) bool {
-	v, ok := r.checks.Load(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
-	if !ok {
-		return true
-	}
-	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	return v.(lastCheck).generation != obj.Generation || v.(lastCheck).token != token
+// gitCheckDue says whether this reconcile must list the remote and apply, and how old a
+// listing made for another release may be to serve it (git.Source.Due).
+func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease, mem *memory) (due bool, notBefore time.Time) {
+	src := mem.gitSource()
+	return src.Due(r.look(obj))
 }
 
 // recordGitCheck remembers what a check of Git begun at checked gave, for the reconciles
 // until the next one.
-func (r *ImmutableReleaseReconciler) recordGitCheck(obj *v1alpha1.ImmutableRelease, s *scope, checked time.Time, err error) {
-	token, _ := meta.ReconcileAnnotationValue(obj.GetAnnotations())
-	c := lastCheck{at: checked, listedAt: s.listedAt, generation: obj.Generation, token: token, revision: s.revision, commit: s.commit, err: err, url: obj.Spec.Git.URL}
+func (r *ImmutableReleaseReconciler) recordGitCheck(s *scope, l git.Look, checked time.Time, err error) {
+	var f *failure
+	retriable := err != nil && !(errors.As(err, &f) && f.stalled) && !isWaiting(err)
+	s.mem.updateSource(func(src *git.Source) { src.Check(l, checked, s.listedAt, retriable) })
+	c := lastCheck{revision: s.revision, commit: s.commit, err: err, url: s.obj.Spec.Git.URL, objects: s.objects}
 	if s.auth != nil {
 		c.authID = s.auth.ID
 	}
-	for _, o := range s.objects {
-		c.objects = append(c.objects, o.DeepCopy())
-	}
-	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, c)
-}
-
-// lastGitCheck returns a copy of what the last check of Git gave.
-func (r *ImmutableReleaseReconciler) lastGitCheck(obj *v1alpha1.ImmutableRelease) (lastCheck, bool) {
-	v, ok := r.checks.Load(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name})
-	if !ok {
-		return lastCheck{}, false
-	}
-	c := v.(lastCheck)
-	objects := make([]*unstructured.Unstructured, len(c.objects))
-	for i, o := range c.objects {
-		objects[i] = o.DeepCopy()
-	}
-	c.objects = objects
-	return c, true
+	s.mem.recordCheck(c)
 }
 
 // storeIdle is how long a Git store nobody names is kept, and how often they are looked for.
@@ -360,25 +289,30 @@ func (w storeSweeper) Start(ctx context.Context) error {
 	}
 }
 
-// sweepStores evicts the Git stores that no release's last check read and that nobody used
-// for idle.
+// sweepStores evicts the Git stores that no remembered release's last check read and that
+// nobody used for idle, and the clients of identities no remembered release acts as.
 func (r *ImmutableReleaseReconciler) sweepStores(idle time.Duration) int {
-	inUse := map[[2]string]bool{}
-	r.checks.Range(func(_, v any) bool {
-		c := v.(lastCheck)
-		inUse[[2]string{c.url, c.authID}] = true
+	stores := map[[2]string]bool{}
+	identities := map[string]bool{"": true}
+	r.memories.each(func(m *memory) {
+		store, identity := m.uses()
+		stores[store] = true
+		identities[identity] = true
+	})
+	r.clients.Range(func(k, _ any) bool {
+		if !identities[k.(string)] {
+			r.clients.Delete(k)
+		}
 		return true
 	})
-	return r.Git.Evict(func(url, authID string) bool { return inUse[[2]string{url, authID}] }, idle)
+	return r.Git.Evict(func(url, authID string) bool { return stores[[2]string{url, authID}] }, idle)
 }
 
-// forget drops what this process remembers of a release that is gone.
-func (r *ImmutableReleaseReconciler) forget(obj *v1alpha1.ImmutableRelease) {
-	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
-	for _, m := range []*sync.Map{&r.checks, &r.pushes, &r.outdated, &r.snapshots, &r.appliedGenerations} {
-		m.Delete(key)
-	}
-	r.fetches.forget(key)
+// forget drops what this process remembers of a release that left it (memories.forget),
+// and its metric series.
+func (r *ImmutableReleaseReconciler) forget(key types.NamespacedName) {
+	r.memories.forget(key)
+	forgetMetrics(key)
 }
 
 // event records an event about the release.

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
 )
 
 func deploymentImage(g Gomega, namespace, name string) string {
@@ -273,35 +274,14 @@ func TestIntervalJitter(t *testing.T) {
 	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app", Generation: 1},
 		Spec:   v1alpha1.ImmutableReleaseSpec{Interval: metav1.Duration{Duration: time.Minute}},
 		Status: v1alpha1.ImmutableReleaseStatus{LastAttemptedRevision: "main@sha1:0123"}}
-	key := client.ObjectKeyFromObject(obj)
-	r.checks.Store(key, lastCheck{at: time.Now().Add(-55 * time.Second), generation: 1})
-	due, _ := r.gitCheckDue(obj)
+	mem := r.memories.of(client.ObjectKeyFromObject(obj))
+	mem.source = git.Source{Checked: time.Now().Add(-55 * time.Second), Generation: 1}
+	due, _ := r.gitCheckDue(obj, mem)
 	g.Expect(due).To(BeFalse())
-	r.checks.Store(key, lastCheck{at: time.Now().Add(-58 * time.Second), generation: 1})
-	due, notBefore := r.gitCheckDue(obj)
+	mem.source = git.Source{Checked: time.Now().Add(-58 * time.Second), Generation: 1}
+	due, notBefore := r.gitCheckDue(obj, mem)
 	g.Expect(due).To(BeTrue())
 	g.Expect(time.Since(notBefore)).To(BeNumerically("~", 57*time.Second, time.Second))
-}
-
-// TestPushAfterReusedListing: a check made after a push, but with a listing made before it
-// (reused from another release's check), did not see the push: the push is still due.
-func TestPushAfterReusedListing(t *testing.T) {
-	g := NewWithT(t)
-	r := &ImmutableReleaseReconciler{}
-	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app", Generation: 1},
-		Spec:   v1alpha1.ImmutableReleaseSpec{Interval: metav1.Duration{Duration: time.Minute}},
-		Status: v1alpha1.ImmutableReleaseStatus{LastAttemptedRevision: "main@sha1:0123"}}
-	key := client.ObjectKeyFromObject(obj)
-	pushedAt := time.Now().Add(-time.Second)
-	r.pushes.Store(key, pushed{at: pushedAt})
-	r.checks.Store(key, lastCheck{at: pushedAt.Add(100 * time.Millisecond), listedAt: pushedAt.Add(-10 * time.Second), generation: 1})
-	due, notBefore := r.gitCheckDue(obj)
-	g.Expect(due).To(BeTrue())
-	g.Expect(notBefore).To(Equal(pushedAt))
-
-	r.checks.Store(key, lastCheck{at: pushedAt.Add(100 * time.Millisecond), listedAt: pushedAt.Add(50 * time.Millisecond), generation: 1})
-	due, _ = r.gitCheckDue(obj)
-	g.Expect(due).To(BeFalse(), "a listing made after the push saw it")
 }
 
 // TestCacheBehindOwnWrite: a cached copy older than this process's own last write waits a
@@ -318,24 +298,24 @@ func TestCacheBehindOwnWrite(t *testing.T) {
 	g.Expect(k8s.Patch(ctx, cur, patch)).To(Succeed())
 
 	r := &ImmutableReleaseReconciler{APIReader: k8s}
-	key := client.ObjectKeyFromObject(obj)
+	mem := r.memories.of(client.ObjectKeyFromObject(obj))
 	copyOf := stale.DeepCopy()
-	r.outdated.Store(key, overwritten{resourceVersion: stale.ResourceVersion, at: time.Now()})
-	wait, err := r.fresh(ctx, copyOf)
+	mem.wrote(overwritten{resourceVersion: stale.ResourceVersion, at: time.Now()})
+	wait, err := r.fresh(ctx, copyOf, mem)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(wait).To(BeTrue(), "the cache gets a moment")
 	g.Expect(copyOf.ResourceVersion).To(Equal(stale.ResourceVersion))
 
-	r.outdated.Store(key, overwritten{resourceVersion: stale.ResourceVersion, at: time.Now().Add(-time.Second)})
-	wait, err = r.fresh(ctx, copyOf)
+	mem.wrote(overwritten{resourceVersion: stale.ResourceVersion, at: time.Now().Add(-time.Second)})
+	wait, err = r.fresh(ctx, copyOf, mem)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(wait).To(BeFalse())
 	g.Expect(copyOf.ResourceVersion).NotTo(Equal(stale.ResourceVersion), "read from the API server")
 	g.Expect(copyOf.Annotations).To(HaveKeyWithValue("example.com/note", "newer"))
 
-	r.outdated.Store(key, overwritten{resourceVersion: "1", at: time.Now().Add(-time.Second)})
+	mem.wrote(overwritten{resourceVersion: "1", at: time.Now().Add(-time.Second)})
 	again := stale.DeepCopy()
-	wait, err = r.fresh(ctx, again)
+	wait, err = r.fresh(ctx, again, mem)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(wait).To(BeFalse())
 	g.Expect(again.ResourceVersion).To(Equal(stale.ResourceVersion), "a copy newer than the write is used as it is")

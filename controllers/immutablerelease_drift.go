@@ -3,17 +3,15 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/ssa"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/apply"
@@ -67,6 +65,9 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("comparing the live objects with revision %s: %w", s.revision, err))
 	}
+	if err := r.relabel(ctx, s, cmp); err != nil {
+		return err
+	}
 	drifts := cmp.drifts
 	obj.Status.InjectedContainers = cmp.injected
 	if len(drifts) == 0 {
@@ -109,7 +110,7 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	}
 	put, err := s.applier.Put(ctx, fix)
 	if err != nil {
-		r.forgetSnapshot(obj)
+		s.mem.setSnapshot(nil)
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("putting back revision %s: %w", s.revision, err))
 	}
 	// The answers to the corrections are the objects as Git has them again: the reconcile
@@ -122,7 +123,7 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 	r.startRolloutIfChanged(s, cs)
 	// Counted through pendingCorrections: if this reconcile's status write is dropped (a
 	// conflict), the next one finds no drift left and would not count it again.
-	r.pendingCorrections.add(client.ObjectKeyFromObject(obj), int64(len(drifts)))
+	s.mem.addCorrections(int64(len(drifts)))
 	driftCorrections.WithLabelValues(obj.Namespace, obj.Name).Add(float64(len(drifts)))
 	r.event(obj, corev1.EventTypeNormal, v1alpha1.DriftCorrectedReason, "CorrectDrift",
 		fmt.Sprintf("Put back revision %s: %s", s.revision, joinDrifts(drifts)))
@@ -131,7 +132,9 @@ func (r *ImmutableReleaseReconciler) handleDrift(ctx context.Context, s *scope) 
 
 // comparison is what detectDrift found.
 type comparison struct {
-	drifts   []objectDrift
+	drifts []objectDrift
+	// moved are objects that differ from Git only by the shard labels (shard.Stamp).
+	moved    []objectDrift
 	injected []v1alpha1.WorkloadImage
 	// lives[i] is the live copy of scope.objects[i] read for the comparison, or nil when
 	// snap showed it unchanged.
@@ -160,11 +163,53 @@ func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) 
 			continue
 		}
 		if changes := drift.Compare(merged, live); len(changes) > 0 {
-			c.drifts = append(c.drifts, objectDrift{index: i, desired: o, object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)})
+			d := objectDrift{index: i, desired: o, object: name, changes: changes, by: drift.ChangedBy(live, apply.FieldManager)}
+			if r.onlyShardLabels(changes) {
+				// The release came from another shard: its objects still carry that
+				// shard's labels. Not drift: they are relabelled, quietly.
+				c.moved = append(c.moved, d)
+			} else {
+				c.drifts = append(c.drifts, d)
+			}
 		}
 		c.injected = append(c.injected, injectedContainers(name, o, live)...)
 	}
 	return c, nil
+}
+
+// relabel applies the shard's labels to objects that came with their release from another
+// shard, in every drift mode: the labels are the operator's, not the release's.
+func (r *ImmutableReleaseReconciler) relabel(ctx context.Context, s *scope, cmp *comparison) error {
+	if len(cmp.moved) == 0 {
+		return nil
+	}
+	fix := make([]*unstructured.Unstructured, len(cmp.moved))
+	for i, d := range cmp.moved {
+		fix[i] = d.desired
+	}
+	put, err := s.applier.Put(ctx, fix)
+	if err != nil {
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("labelling the objects of revision %s for this shard: %w", s.revision, err))
+	}
+	for i, d := range cmp.moved {
+		cmp.lives[d.index] = put[i]
+	}
+	s.remember(fix, put)
+	return nil
+}
+
+// onlyShardLabels says whether every change is to a label the shard selector names.
+func (r *ImmutableReleaseReconciler) onlyShardLabels(changes []drift.Change) bool {
+	keys := r.Options.Shard.Keys()
+	if len(keys) == 0 {
+		return false
+	}
+	for _, c := range changes {
+		if !slices.ContainsFunc(keys, func(k string) bool { return c.Path == "metadata.labels["+k+"]" }) {
+			return false
+		}
+	}
+	return true
 }
 
 // injectedOf returns the injected containers status already lists for the workload name.
@@ -216,36 +261,3 @@ func (r *ImmutableReleaseReconciler) startRolloutIfChanged(s *scope, cs *ssa.Cha
 	}
 }
 
-// counters holds per-release counts that must reach the status even when the status write
-// of the reconcile that counted them is dropped.
-type counters struct {
-	mu sync.Mutex
-	n  map[types.NamespacedName]int64
-}
-
-func (c *counters) add(key types.NamespacedName, n int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = map[types.NamespacedName]int64{}
-	}
-	c.n[key] += n
-}
-
-func (c *counters) get(key types.NamespacedName) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n[key]
-}
-
-// written removes n once the status that holds it is written.
-func (c *counters) written(key types.NamespacedName, n int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n == 0 || c.n == nil {
-		return // nothing to take off; a nil map cannot be written
-	}
-	if c.n[key] -= n; c.n[key] <= 0 {
-		delete(c.n, key)
-	}
-}

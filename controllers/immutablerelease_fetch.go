@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -20,13 +17,6 @@ import (
 // costs its own release a moment of a worker per attempt, not every worker for the whole
 // Git timeout: the other tenants' releases go on meanwhile.
 const defaultGitPatience = 2 * time.Second
-
-// fetches are the Git operations (a listing and a checkout) started for releases, each
-// until the reconcile that takes its result. Losing one only costs a new fetch.
-type fetches struct {
-	mu  sync.Mutex
-	ops map[types.NamespacedName]*fetch
-}
 
 // fetch is one listing and checkout of a release's reference, running in the background.
 type fetch struct {
@@ -59,27 +49,22 @@ func (w *gitWaiting) Error() string {
 // Git patience: beyond it the operation goes on in the background, its end requeues the
 // release, and the reconcile returns a *gitWaiting. A fetch started for an earlier spec
 // (another URL, reference or Secret) is dropped, not used.
-func (r *ImmutableReleaseReconciler) fetchGit(ctx context.Context, obj *v1alpha1.ImmutableRelease, ref git.Reference, auth *git.Auth, notBefore time.Time) (*fetch, error) {
-	key := client.ObjectKeyFromObject(obj)
-	r.fetches.mu.Lock()
-	if r.fetches.ops == nil {
-		r.fetches.ops = map[types.NamespacedName]*fetch{}
-	}
-	f, ok := r.fetches.ops[key]
-	if ok && (f.url != obj.Spec.Git.URL || f.ref != ref || f.auth != auth.ID) {
-		delete(r.fetches.ops, key)
+func (r *ImmutableReleaseReconciler) fetchGit(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory, ref git.Reference, auth *git.Auth, notBefore time.Time) (*fetch, error) {
+	mem.mu.Lock()
+	f := mem.fetch
+	if f != nil && (f.url != obj.Spec.Git.URL || f.ref != ref || f.auth != auth.ID) {
 		go f.drop()
-		ok = false
+		f = nil
 	}
-	if !ok {
+	if f == nil {
 		f = &fetch{url: obj.Spec.Git.URL, ref: ref, auth: auth.ID, done: make(chan struct{})}
-		r.fetches.ops[key] = f
+		mem.fetch = f
 		timeout := obj.GetGitTimeout(r.Options.GitTimeout)
 		stub := &v1alpha1.ImmutableRelease{}
 		stub.Namespace, stub.Name = obj.Namespace, obj.Name
 		go r.runFetch(f, auth, notBefore, timeout, stub)
 	}
-	r.fetches.mu.Unlock()
+	mem.mu.Unlock()
 
 	patience := r.Options.GitPatience
 	if patience == 0 {
@@ -94,11 +79,11 @@ func (r *ImmutableReleaseReconciler) fetchGit(ctx context.Context, obj *v1alpha1
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	r.fetches.mu.Lock()
-	if r.fetches.ops[key] == f {
-		delete(r.fetches.ops, key)
+	mem.mu.Lock()
+	if mem.fetch == f {
+		mem.fetch = nil
 	}
-	r.fetches.mu.Unlock()
+	mem.mu.Unlock()
 	return f, f.err
 }
 
@@ -127,17 +112,6 @@ func (f *fetch) drop() {
 	<-f.done
 	if f.release != nil {
 		f.release()
-	}
-}
-
-// forget drops the release's fetch, if any: the release left this manager.
-func (r *fetches) forget(key types.NamespacedName) {
-	r.mu.Lock()
-	f, ok := r.ops[key]
-	delete(r.ops, key)
-	r.mu.Unlock()
-	if ok {
-		go f.drop()
 	}
 }
 

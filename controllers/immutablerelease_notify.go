@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
@@ -21,34 +22,59 @@ import (
 // Notify implements receiver.Notifier in the manager's own process: a verified push queues
 // a reconcile of every release of the Receiver's target (its namespace, narrowed by its
 // spec.resources) that follows the pushed repository and reference, with no write to the
-// API server. Releases of other namespaces are not even listed. The releases whose path the push changed are queued first, so
-// that in a fleet of a thousand releases on one repository the one that changed does not
-// wait behind the others; the others still record the new revision. Every queued release
-// lists the remote again, but one listing made after the push serves them all.
+// API server. Releases of other namespaces are not even listed. The releases whose path the
+// push changed are queued first, so that in a fleet of a thousand releases on one
+// repository the one that changed does not wait behind the others; the others still record
+// the new revision. Every queued release lists the remote again, but one listing made after
+// the push serves them all.
+//
+// A push may reach any replica of any shard. The releases this replica does not reconcile
+// (another shard's, or all of them while it stands by) get the time of the push in their
+// pushed-at annotation instead, which brings them to the replica that does: one write per
+// release, where a queued reconcile costs none.
 func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, target receiver.Target, push receiver.Push) (int, error) {
 	if target.Namespace == "" {
 		return 0, fmt.Errorf("a push without a namespace")
 	}
+	pushedAt := time.Now()
+	leading := r.leading()
 	var list v1alpha1.ImmutableReleaseList
-	if err := r.List(ctx, &list, client.InNamespace(target.Namespace)); err != nil {
+	var err error
+	if leading && r.Options.Shard.Selector().Empty() {
+		// The cache holds every release: nothing to hand to another replica.
+		err = r.List(ctx, &list, client.InNamespace(target.Namespace))
+	} else {
+		err = r.APIReader.List(ctx, &list, client.InNamespace(target.Namespace))
+	}
+	if err != nil {
 		return 0, fmt.Errorf("listing releases: %w", err)
 	}
-	pushedAt := time.Now()
-	var matched []*v1alpha1.ImmutableRelease
+	var matched, elsewhere []*v1alpha1.ImmutableRelease
 	for i := range list.Items {
-		if rel := &list.Items[i]; target.Selects(rel) && receiver.Matches(rel, push) && !rel.Spec.Suspend {
+		rel := &list.Items[i]
+		switch {
+		case !target.Selects(rel) || !receiver.Matches(rel, push) || rel.Spec.Suspend:
+		case leading && r.Options.Shard.Selects(rel.GetLabels()):
 			matched = append(matched, rel)
+		default:
+			elsewhere = append(elsewhere, rel)
 		}
+	}
+	if err := r.handOver(ctx, elsewhere, pushedAt); err != nil {
+		return 0, err
+	}
+	if len(matched) == 0 {
+		return len(elsewhere), nil
 	}
 	if len(matched) == 0 {
 		return 0, nil
 	}
 	changed, unchanged := r.splitByChange(ctx, matched, pushedAt)
 	for _, rel := range changed {
-		r.pushes.Store(client.ObjectKeyFromObject(rel), pushed{at: pushedAt, changed: true})
+		r.memories.peek(client.ObjectKeyFromObject(rel)).updateSource(func(s *git.Source) { s.Push(pushedAt, true) })
 	}
 	for _, rel := range unchanged {
-		r.pushes.Store(client.ObjectKeyFromObject(rel), pushed{at: pushedAt})
+		r.memories.peek(client.ObjectKeyFromObject(rel)).updateSource(func(s *git.Source) { s.Push(pushedAt, false) })
 	}
 	for _, rel := range append(changed, unchanged...) {
 		select {
@@ -57,13 +83,33 @@ func (r *ImmutableReleaseReconciler) Notify(ctx context.Context, target receiver
 			return 0, ctx.Err()
 		}
 	}
-	return len(matched), nil
+	return len(matched) + len(elsewhere), nil
 }
 
-// pushed is a push announced for a release: when, and whether it changed the release's path.
-type pushed struct {
-	at      time.Time
-	changed bool
+// leading says whether this replica's controller runs: it is the elected one of its shard.
+func (r *ImmutableReleaseReconciler) leading() bool {
+	if r.elected == nil {
+		return true
+	}
+	select {
+	case <-r.elected:
+		return true
+	default:
+		return false
+	}
+}
+
+// handOver announces a push to releases another replica reconciles, through their
+// pushed-at annotation (v1alpha1.PushedAtAnnotation).
+func (r *ImmutableReleaseReconciler) handOver(ctx context.Context, releases []*v1alpha1.ImmutableRelease, pushedAt time.Time) error {
+	at := pushedAt.UTC().Format(time.RFC3339Nano)
+	for _, rel := range releases {
+		patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.PushedAtAnnotation, at))
+		if err := r.Patch(ctx, rel, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("announcing the push to release %s/%s: %w", rel.Namespace, rel.Name, err)
+		}
+	}
+	return nil
 }
 
 // Queue priorities of releases notified of a push: those whose path changed go before
@@ -86,7 +132,7 @@ func (r *ImmutableReleaseReconciler) enqueueNotified(_ context.Context, e event.
 		q.Add(req)
 		return
 	}
-	if p, ok := r.pushes.Load(req.NamespacedName); ok && p.(pushed).changed {
+	if src := r.memories.peek(req.NamespacedName).gitSource(); src.Changed {
 		priority := changedPriority
 		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
 		return

@@ -29,7 +29,9 @@ import (
 
 // scope is what the steps of one reconcile share.
 type scope struct {
-	obj      *v1alpha1.ImmutableRelease
+	obj *v1alpha1.ImmutableRelease
+	// mem is what this process remembers of the release.
+	mem      *memory
 	revision string
 	// listedAt is when the listing that gave revision was made: the remote as of then.
 	listedAt time.Time
@@ -112,12 +114,13 @@ func (s *scope) remember(objects, live []*unstructured.Unstructured) {
 // interval, on a spec change and on a reconcile request; every other reconcile (a watch
 // event on an applied object, health polling) reuses that result: it checks for drift and
 // the rollout's health without touching Git.
-func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease) (ctrl.Result, error) {
-	s := &scope{obj: obj}
+func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (ctrl.Result, error) {
+	s := &scope{obj: obj, mem: mem}
 	var err error
 	if s.client, err = r.clientFor(obj); err != nil {
 		return ctrl.Result{}, err
 	}
+	mem.setIdentity(r.identity(obj))
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
 	// What the watch cache shows absent is not read before its dry run: a new release's
 	// objects cost a dry run and an apply each.
@@ -127,11 +130,13 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 
-	s.asked = r.asked(obj)
-	if due, notBefore := r.gitCheckDue(obj); due {
+	look := r.look(obj)
+	src := mem.gitSource()
+	s.asked = src.Asked(look)
+	if due, notBefore := src.Due(look); due {
 		checked := time.Now()
 		err := r.checkGit(ctx, s, notBefore)
-		r.recordGitCheck(obj, s, checked, err)
+		r.recordGitCheck(s, look, checked, err)
 		if isWaiting(err) {
 			// The end of the operation brings the release back; this is in case it cannot.
 			return ctrl.Result{RequeueAfter: obj.GetGitTimeout(r.Options.GitTimeout) + time.Second}, err
@@ -140,7 +145,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 			return r.requeue(obj, 0), err
 		}
 	} else {
-		last, _ := r.lastGitCheck(obj)
+		last := mem.lastCheck()
 		if last.err != nil {
 			return r.requeue(obj, 0), last.err
 		}
@@ -148,10 +153,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	}
 
 	// Settled: this spec was applied already (the revision may still have to be). While a
-	// rollout runs, observedGeneration lags; what this process applied says it instead, so
+	// rollout runs, observedGeneration lags; lastAppliedGeneration says it instead, so
 	// that reconciles during a rollout do not apply the same objects again.
-	applied, _ := r.appliedGenerations.Load(client.ObjectKeyFromObject(obj))
-	settled := obj.Status.Inventory != nil && (obj.Status.ObservedGeneration == obj.Generation || applied == obj.Generation)
+	settled := obj.Status.Inventory != nil && (obj.Status.ObservedGeneration == obj.Generation || obj.Status.LastAppliedGeneration == obj.Generation)
 	switch {
 	case settled && !s.asked && r.unchangedSinceSnapshot(ctx, s):
 		// Nobody changed the live objects and Git asks for the same ones (a commit that
@@ -221,10 +225,7 @@ func (r *ImmutableReleaseReconciler) checkServiceAccount(ctx context.Context, ob
 // kind it applies. One client per identity is kept, since building one per reconcile costs
 // on the hot path.
 func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (client.Client, error) {
-	user := ""
-	if sa := r.serviceAccount(obj); sa != "" {
-		user = fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)
-	}
+	user := r.identity(obj)
 	if c, ok := r.clients.Load(user); ok {
 		return c.(client.Client), nil
 	}
@@ -240,6 +241,14 @@ func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (
 	return actual.(client.Client), nil
 }
 
+// identity is the user the release acts as: its service account's, or "" for the operator.
+func (r *ImmutableReleaseReconciler) identity(obj *v1alpha1.ImmutableRelease) string {
+	if sa := r.serviceAccount(obj); sa != "" {
+		return fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)
+	}
+	return ""
+}
+
 // fetchSource lists the remote (or reuses a listing made at or after notBefore) and checks
 // out the commit the reference points at. A slow server leaves the reconcile waiting
 // (fetchGit), not the worker.
@@ -250,7 +259,7 @@ func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, 
 		return nil, err
 	}
 	ref := gitReference(obj)
-	f, err := r.fetchGit(ctx, obj, ref, auth, notBefore)
+	f, err := r.fetchGit(ctx, obj, s.mem, ref, auth, notBefore)
 	if isWaiting(err) {
 		return nil, err
 	}
@@ -327,6 +336,9 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 	if err := s.applier.Prepare(s.objects, obj.Spec.TargetNamespace, obj.Namespace); err != nil {
 		return retry(v1alpha1.ApplyFailedReason, err)
 	}
+	for _, o := range s.objects {
+		o.SetLabels(r.Options.Shard.Stamp(obj.GetLabels(), o.GetLabels()))
+	}
 	if err := r.Options.Tenancy.Check(obj.Namespace, obj.Spec.TargetNamespace, r.confined(obj), s.objects); err != nil {
 		return stall(tenancy.ReasonAccessDenied, fmt.Errorf("revision %s: %w; nothing was applied", s.revision, err))
 	}
@@ -346,7 +358,7 @@ func (r *ImmutableReleaseReconciler) build(s *scope) error {
 // apply applies the objects, prunes what left Git, and records the revision.
 func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error {
 	obj := s.obj
-	r.forgetSnapshot(obj)
+	s.mem.setSnapshot(nil)
 	cs, live, err := s.applier.Apply(ctx, s.objects)
 	if err != nil {
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("applying revision %s: %w", s.revision, err))
@@ -385,7 +397,7 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	}
 	s.remember(s.objects, live)
 	r.recordApplied(s, live)
-	r.appliedGenerations.Store(client.ObjectKeyFromObject(obj), obj.Generation)
+	obj.Status.LastAppliedGeneration = obj.Generation
 	return nil
 }
 
@@ -416,8 +428,8 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}
 	var applied map[string]liveMeta
-	if v, ok := r.snapshots.Load(client.ObjectKeyFromObject(obj)); ok {
-		applied = v.(snapshot).objects
+	if snap := s.mem.lastSnapshot(); snap != nil {
+		applied = snap.objects
 	}
 	reader := answered{Reader: watched{Reader: s.client, watches: &r.watches, applied: applied}, answers: s.answers}
 	res, err := health.Check(ctx, reader, r.withStatus(ctx, s, objects))
@@ -463,7 +475,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 			// The revert is in Git: apply it now.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 		}
-		if due, _ := r.gitCheckDue(obj); due {
+		if due, _ := r.gitCheckDue(obj, s.mem); due {
 			// The rollback found the branch moved on (a conflict, a fix forward): the new
 			// head is what to apply, now rather than at the interval.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
@@ -570,7 +582,6 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err))
 		}
 	}
-	r.forget(obj)
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
 	return nil
 }

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/fluxcd/pkg/runtime/conditions"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -213,7 +211,7 @@ func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
 
 // requestFreshGitCheck makes the next reconcile list the remote fresh, at once.
 func (r *ImmutableReleaseReconciler) requestFreshGitCheck(obj *v1alpha1.ImmutableRelease) {
-	r.checks.Store(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, lastCheck{generation: -1, at: time.Now()})
+	r.memories.peek(client.ObjectKeyFromObject(obj)).updateSource((*git.Source).Refresh)
 }
 
 // quarantineFailedDigests, once the revert of a failed revision is applied, quarantines the

@@ -115,36 +115,27 @@ func (r *ImmutableReleaseReconciler) recordSnapshot(s *scope, live []*unstructur
 			snap.objects[id] = prev.objects[id]
 		}
 	}
-	r.snapshots.Store(client.ObjectKeyFromObject(s.obj), snap)
+	s.mem.setSnapshot(&snap)
 }
 
 // advanceSnapshot moves the snapshot to the revision just recorded as applied, whose objects
 // are the snapshot's.
 func (r *ImmutableReleaseReconciler) advanceSnapshot(s *scope) {
-	key := client.ObjectKeyFromObject(s.obj)
-	if v, ok := r.snapshots.Load(key); ok {
-		snap := v.(snapshot)
+	if prev := s.mem.lastSnapshot(); prev != nil {
+		snap := *prev
 		snap.revision = s.revision
-		r.snapshots.Store(key, snap)
+		s.mem.setSnapshot(&snap)
 	}
-}
-
-func (r *ImmutableReleaseReconciler) forgetSnapshot(obj client.Object) {
-	r.snapshots.Delete(client.ObjectKeyFromObject(obj))
 }
 
 // comparableSnapshot returns the release's snapshot if it was taken of the same objects
 // Git asks for now, else nil.
 func (r *ImmutableReleaseReconciler) comparableSnapshot(s *scope) *snapshot {
-	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
-	if !ok {
+	snap := s.mem.lastSnapshot()
+	if snap == nil || len(snap.objects) != len(s.objects) || snap.desired != s.desiredChecksum() {
 		return nil
 	}
-	snap := v.(snapshot)
-	if len(snap.objects) != len(s.objects) || snap.desired != s.desiredChecksum() {
-		return nil
-	}
-	return &snap
+	return snap
 }
 
 // objectUnchanged says whether the metadata cache shows o's live object as the snapshot
@@ -182,12 +173,11 @@ func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context,
 
 // recordHealthy remembers the resourceVersions of the objects judged healthy.
 func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope) {
-	key := client.ObjectKeyFromObject(s.obj)
-	v, ok := r.snapshots.Load(key)
-	if !ok {
+	prev := s.mem.lastSnapshot()
+	if prev == nil {
 		return
 	}
-	snap := v.(snapshot)
+	snap := *prev
 	snap.healthy, snap.healthyAt = map[string]string{}, time.Now()
 	for _, o := range s.objects {
 		now, ok := r.cachedMeta(ctx, o)
@@ -196,17 +186,17 @@ func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope
 		}
 		snap.healthy[objectID(o)] = now.resourceVersion
 	}
-	r.snapshots.Store(key, snap)
+	s.mem.setSnapshot(&snap)
 }
 
 // stillHealthy says whether no object changed, status included, since it was judged healthy
 // less than an interval ago. Once an interval the pods are looked at again all the same.
 func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope) bool {
-	v, ok := r.snapshots.Load(client.ObjectKeyFromObject(s.obj))
-	if !ok || v.(snapshot).healthy == nil || time.Since(v.(snapshot).healthyAt) >= r.shortestInterval(s.obj) {
+	snap := s.mem.lastSnapshot()
+	if snap == nil || snap.healthy == nil || time.Since(snap.healthyAt) >= r.shortestInterval(s.obj) {
 		return false
 	}
-	healthy := v.(snapshot).healthy
+	healthy := snap.healthy
 	for _, o := range s.objects {
 		now, ok := r.cachedMeta(ctx, o)
 		if !ok || healthy[objectID(o)] != now.resourceVersion {

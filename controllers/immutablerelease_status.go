@@ -48,7 +48,7 @@ var ownedConditions = []string{meta.ReadyCondition, meta.ReconcilingCondition, m
 // finalizeStatus runs once at the end of every reconcile: it derives Ready, Reconciling and
 // Stalled from the outcome, records the handled reconcile request and the observed
 // generation, patches the status, and emits one event for a failure.
-func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, before *v1alpha1.ImmutableRelease,
+func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, before *v1alpha1.ImmutableRelease, mem *memory,
 	result ctrl.Result, err error, start time.Time) (ctrl.Result, error) {
 	if v, ok := meta.ReconcileAnnotationValue(obj.GetAnnotations()); ok {
 		obj.Status.SetLastHandledReconcileRequest(v)
@@ -93,22 +93,28 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	if conditions.IsReady(obj) || conditions.IsStalled(obj) {
 		obj.Status.ObservedGeneration = obj.Generation
 	}
-	recordReady(obj, conditions.IsReady(obj), !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer))
-
 	key := client.ObjectKeyFromObject(obj)
-	corrections := r.pendingCorrections.get(key)
+	gone := !obj.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(obj, v1alpha1.Finalizer)
+	if !gone {
+		recordReady(obj, conditions.IsReady(obj))
+	}
+	corrections := mem.pendingCorrections()
 	obj.Status.DriftCorrections += corrections
 	perr := r.patch(ctx, obj, before)
-	if perr == nil {
-		r.pendingCorrections.written(key, corrections)
+	switch {
+	case gone && perr == nil:
+		// The finalizer is removed: the release is gone, and so is what this process
+		// remembers of it.
+		r.forget(key)
+		return result, err
+	case perr == nil:
+		mem.correctionsWritten(corrections)
 		if obj.ResourceVersion != before.ResourceVersion {
-			r.outdated.Store(key, overwritten{resourceVersion: before.ResourceVersion, at: time.Now()})
+			mem.wrote(overwritten{resourceVersion: before.ResourceVersion, at: time.Now()})
 		}
-	}
-	if perr != nil {
+	default:
 		// What was applied is not recorded in status: the next reconcile applies again.
-		r.appliedGenerations.Delete(key)
-		r.snapshots.Delete(key)
+		mem.setSnapshot(nil)
 		if apierrors.IsConflict(perr) {
 			// The object changed since it was read (the cache can lag behind our own last
 			// write): this reconcile's view was stale, so its status is dropped and the

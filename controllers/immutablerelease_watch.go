@@ -30,33 +30,34 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/apply"
+	"github.com/immutable-release/operator/internal/shard"
 )
 
-// CacheOptions scopes the manager's cache to what releases applied: informers on applied
-// kinds hold only objects that carry a release's labels (only their metadata, but for the
-// workloads of fullObjectKinds), so a change to one reaches its release at once without the
-// operator caching the cluster. watchSelector, when
-// set, limits the releases this manager reconciles (Flux's --watch-label-selector), so that
-// several managers can share a large fleet.
-func CacheOptions(watchSelector string) (cache.Options, error) {
+// CacheOptions scopes the manager's cache to what the shard's releases applied: informers
+// on applied kinds hold only objects that carry a release's labels and the shard's (only
+// their metadata, but for the workloads of fullObjectKinds), so a change to one reaches its
+// release at once without the operator caching the cluster or another shard's objects. The
+// shard (Flux's --watch-label-selector) limits the releases this manager reconciles, so
+// that several managers can share a large fleet; its releases' objects carry the labels the
+// selector names (shard.Stamp), so the same selector finds them. Receivers are every
+// shard's: a push may reach any replica.
+func CacheOptions(sh shard.Shard) (cache.Options, error) {
 	owned, err := labels.NewRequirement(apply.NameLabel, selection.Exists, nil)
 	if err != nil {
 		return cache.Options{}, err
 	}
-	releases := labels.Everything()
-	if watchSelector != "" {
-		if releases, err = labels.Parse(watchSelector); err != nil {
-			return cache.Options{}, fmt.Errorf("parsing the label selector %q: %w", watchSelector, err)
-		}
+	applied := labels.NewSelector().Add(*owned)
+	if reqs, selectable := sh.Selector().Requirements(); selectable {
+		applied = applied.Add(reqs...)
 	}
 	return cache.Options{
-		DefaultLabelSelector: labels.NewSelector().Add(*owned),
+		DefaultLabelSelector: applied,
 		// Nothing reads who manages which field from the cache (drift reads the live
 		// object): managedFields are dropped before objects are stored.
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&v1alpha1.ImmutableRelease{}: {Label: releases},
-			&v1alpha1.Receiver{}:         {Label: releases},
+			&v1alpha1.ImmutableRelease{}: {Label: sh.Selector()},
+			&v1alpha1.Receiver{}:         {Label: labels.Everything()},
 			// The Prevent policy and its bindings carry no release's labels: the
 			// PreventPolicyReconciler watches them by name. Few exist in a cluster.
 			&admissionv1.ValidatingAdmissionPolicy{}:        {Label: labels.Everything()},
@@ -232,11 +233,11 @@ func statusOnly(old, new *metav1.PartialObjectMetadata) bool {
 // ownWrite says whether o is, to its resourceVersion, the object as the release's snapshot
 // recorded it: the answer to this process's own apply or correction.
 func (r *ImmutableReleaseReconciler) ownWrite(release types.NamespacedName, o *metav1.PartialObjectMetadata) bool {
-	v, ok := r.snapshots.Load(release)
-	if !ok {
+	snap := r.memories.peek(release).lastSnapshot()
+	if snap == nil {
 		return false
 	}
-	was, ok := v.(snapshot).objects[idOf(o.GroupVersionKind().GroupKind(), o.Namespace, o.Name)]
+	was, ok := snap.objects[idOf(o.GroupVersionKind().GroupKind(), o.Namespace, o.Name)]
 	return ok && was.uid == o.UID && was.resourceVersion == o.ResourceVersion
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
@@ -81,17 +82,19 @@ func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reverts, prometheus.CounterValue, float64(s.Reverts))
 }
 
-// recordReady sets the Ready gauge of a release, or removes its series once it is gone.
-func recordReady(obj *v1alpha1.ImmutableRelease, ready, deleted bool) {
-	if deleted {
-		readyGauge.DeleteLabelValues(obj.Namespace, obj.Name)
-		reconciles.DeleteLabelValues(obj.Namespace, obj.Name)
-		driftCorrections.DeleteLabelValues(obj.Namespace, obj.Name)
-		return
-	}
+// recordReady sets the Ready gauge of a release.
+func recordReady(obj *v1alpha1.ImmutableRelease, ready bool) {
 	v := 0.0
 	if ready {
 		v = 1
 	}
 	readyGauge.WithLabelValues(obj.Namespace, obj.Name).Set(v)
+}
+
+// forgetMetrics removes the series of a release that left this manager: another shard's
+// manager, or none, reports it now.
+func forgetMetrics(key types.NamespacedName) {
+	readyGauge.DeleteLabelValues(key.Namespace, key.Name)
+	reconciles.DeleteLabelValues(key.Namespace, key.Name)
+	driftCorrections.DeleteLabelValues(key.Namespace, key.Name)
 }

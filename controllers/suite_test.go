@@ -31,6 +31,7 @@ import (
 	"github.com/immutable-release/operator/internal/controlplane"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/receiver"
+	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
 	"github.com/immutable-release/operator/internal/testgit"
 )
@@ -87,7 +88,7 @@ func runSuite(m *testing.M) int {
 	defer gitServer.Stop()
 	defer gitea.Stop()
 
-	cacheOpts, err := CacheOptions("")
+	cacheOpts, err := CacheOptions(shard.Shard{})
 	if err != nil {
 		return 1
 	}

@@ -108,9 +108,9 @@ func main() {
 		log.Error(err, "Invalid --watch-label-selector")
 		os.Exit(1)
 	}
-	cacheOpts, err := controllers.CacheOptions(watchSelector)
+	cacheOpts, err := controllers.CacheOptions(fleetShard)
 	if err != nil {
-		log.Error(err, "Invalid --watch-label-selector")
+		log.Error(err, "Failed to scope the cache")
 		os.Exit(1)
 	}
 	cfg := ctrl.GetConfigOrDie()
@@ -172,6 +172,7 @@ func main() {
 			IntervalJitter:          float64(jitter) / 100,
 			Tenancy:                 tenancyPolicy,
 			GitTimeout:              gitTimeout,
+			Shard:                   fleetShard,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -54,6 +54,9 @@ func (s Shard) Selects(releaseLabels map[string]string) bool {
 	return s.Selector().Matches(labels.Set(releaseLabels))
 }
 
+// Keys are the label keys the selector names: Stamp sets or removes them.
+func (s Shard) Keys() []string { return s.keys }
+
 // LeaseName is the leader election lease of the shard's replicas: base for the whole
 // fleet, and base with a digest of the selector for a shard, so that every shard elects
 // its own leader and the replicas of one shard share one lease (as Flux derives it). The
