@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -13,7 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
@@ -256,4 +261,216 @@ func TestPreventPolicyRestored(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
 	refused()
 	g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV1))
+}
+
+// startShard starts a second manager that reconciles only the releases matching selector,
+// as one started with --watch-label-selector does, with the Prevent policy controller as
+// main.go sets it up, and returns that controller. The suite's manager still reconciles the
+// releases themselves.
+func startShard(t *testing.T, selector string) *PreventPolicyReconciler {
+	t.Helper()
+	g := NewWithT(t)
+	cacheOpts, err := CacheOptions(selector)
+	g.Expect(err).NotTo(HaveOccurred())
+	mgr, err := ctrl.NewManager(cfgForTests, ctrl.Options{
+		Scheme:  scheme,
+		Cache:   cacheOpts,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		// The suite's manager runs a controller of the same name in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	r := &PreventPolicyReconciler{Client: mgr.GetClient(), Config: cfgForTests, Tenancy: operator.Options.Tenancy}
+	g.Expect(r.SetupWithManager(mgr)).To(Succeed())
+	shardCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(shardCtx); err != nil {
+			t.Errorf("the manager of shard %s stopped: %v", selector, err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+// reconcilePolicy runs one reconcile of r once its cache of releases has synced (before,
+// it fails, having changed nothing).
+func reconcilePolicy(t *testing.T, r *PreventPolicyReconciler) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		_, err := r.Reconcile(ctx, preventPolicyKey)
+		return err
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+}
+
+// policyObjects returns the live policy and its bindings.
+func policyObjects(g Gomega) []client.Object {
+	objects := []client.Object{
+		&admissionv1.ValidatingAdmissionPolicy{},
+		&admissionv1.ValidatingAdmissionPolicyBinding{},
+		&admissionv1.ValidatingAdmissionPolicyBinding{},
+	}
+	for i, name := range []string{admission.PolicyName, admission.PolicyName, admission.CrossNamespaceBindingName} {
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Name: name}, objects[i])).To(Succeed())
+	}
+	return objects
+}
+
+// versions is the uid and resourceVersion of each object: they change when it is written
+// or deleted and created again.
+func versions(objects []client.Object) []string {
+	var out []string
+	for _, o := range objects {
+		out = append(out, string(o.GetUID())+"/"+o.GetResourceVersion())
+	}
+	return out
+}
+
+// policyGone checks that the policy and both bindings are absent.
+func policyGone(g Gomega) {
+	for name, o := range map[string]client.Object{
+		admission.PolicyName:                &admissionv1.ValidatingAdmissionPolicy{},
+		"binding " + admission.PolicyName:   &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: admission.PolicyName}},
+		admission.CrossNamespaceBindingName: &admissionv1.ValidatingAdmissionPolicyBinding{},
+	} {
+		if o.GetName() == "" {
+			o.SetName(name)
+		}
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(o), o)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%s: %v", name, err)
+	}
+}
+
+// TestPreventPolicyAcrossShards: the fleet split in two shards (shard=a, shard=b), each
+// manager with its own Prevent policy controller. A Prevent release of shard a keeps the
+// policy under shard b too: shard b neither deletes it nor writes anything else, since both
+// compute the policy from every release of the cluster, the cross-namespace account of
+// shard a's release included. The policy deleted comes back from shard b. The last Prevent
+// release gone, the policy goes.
+func TestPreventPolicyAcrossShards(t *testing.T) {
+	g := NewWithT(t)
+	// The last Prevent release of the cluster is this test's: the earlier tests' go first.
+	var all v1alpha1.ImmutableReleaseList
+	g.Expect(k8s.List(ctx, &all)).To(Succeed())
+	for i := range all.Items {
+		if all.Items[i].GetDriftMode() == v1alpha1.DriftPrevent {
+			deleteRelease(t, &all.Items[i])
+		}
+	}
+	g.Eventually(policyGone, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	shardA, shardB := startShard(t, "shard=a"), startShard(t, "shard=b")
+	ns, target := newNamespace(t), newNamespace(t)
+	deployer := serviceAccountWith(t, ns, "deployer", "admin", target)
+	repo := newRepo(t, ns, map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV1)})
+	relA := newRelease(t, ns, repo, "app", preventMode, func(o *v1alpha1.ImmutableRelease) {
+		o.Labels = map[string]string{"shard": "a"}
+		o.Spec.ServiceAccountName = "deployer"
+		o.Spec.TargetNamespace = target
+	})
+	crossEntry := `"` + ns + `/shop": "` + deployer + `"`
+	accountOf := func(objects []client.Object) string {
+		for _, v := range objects[0].(*admissionv1.ValidatingAdmissionPolicy).Spec.Variables {
+			if v.Name == "account" {
+				return v.Expression
+			}
+		}
+		return ""
+	}
+	var settled []client.Object
+	g.Eventually(func(g Gomega) {
+		settled = policyObjects(g)
+		g.Expect(accountOf(settled)).To(ContainSubstring(crossEntry))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// Shard b has no release at all, shard a has the one: both find the policy as they
+	// would write it.
+	reconcilePolicy(t, shardB)
+	reconcilePolicy(t, shardA)
+	g.Expect(versions(policyObjects(g))).To(Equal(versions(settled)))
+	// And the three controllers running (the suite's, a's and b's) do not take turns.
+	g.Consistently(func(g Gomega) []string { return versions(policyObjects(g)) }, 2*time.Second, 200*time.Millisecond).Should(Equal(versions(settled)))
+
+	// A Prevent release of shard b, acting as the operator in its own namespace: the
+	// cross-namespace account of shard a's release stays, whichever shard writes.
+	nsB := newNamespace(t)
+	repoB := newRepo(t, nsB, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	relB := newRelease(t, nsB, repoB, "app", preventMode, func(o *v1alpha1.ImmutableRelease) { o.Labels = map[string]string{"shard": "b"} })
+	g.Eventually(func() error {
+		return shardB.releases.Get(ctx, client.ObjectKeyFromObject(relB), &v1alpha1.ImmutableRelease{})
+	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
+	reconcilePolicy(t, shardB)
+	settled = policyObjects(g)
+	g.Expect(accountOf(settled)).To(ContainSubstring(crossEntry))
+	reconcilePolicy(t, shardA)
+	g.Expect(versions(policyObjects(g))).To(Equal(versions(settled)))
+
+	// The policy deleted: shard b, which sees none of shard a's releases through its
+	// manager, puts it back as it was.
+	jane := clientAs(t, "jane", "system:masters")
+	g.Expect(jane.Delete(ctx, &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: admission.PolicyName}})).To(Succeed())
+	reconcilePolicy(t, shardB)
+	g.Expect(accountOf(policyObjects(g))).To(ContainSubstring(crossEntry))
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: admission.PolicyName}, &admissionv1.ValidatingAdmissionPolicy{})).To(Succeed())
+
+	// Shard a's release gone, its account leaves the policy; shard b's keeps the policy.
+	deleteRelease(t, relA)
+	g.Eventually(func(g Gomega) {
+		g.Expect(accountOf(policyObjects(g))).NotTo(ContainSubstring(crossEntry))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	reconcilePolicy(t, shardA)
+	policyObjects(g)
+
+	// The last Prevent release gone, the policy and bindings go, and no shard brings them back.
+	deleteRelease(t, relB)
+	g.Eventually(policyGone, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	reconcilePolicy(t, shardA)
+	reconcilePolicy(t, shardB)
+	policyGone(g)
+}
+
+// TestPreventFields: the cache of every release keeps of each only what the policy depends
+// on, and trimming twice is trimming once.
+func TestPreventFields(t *testing.T) {
+	g := NewWithT(t)
+	now := metav1.Now()
+	full := &v1alpha1.ImmutableRelease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "shop", Namespace: "team", UID: "u1", ResourceVersion: "7", DeletionTimestamp: &now,
+			Labels: map[string]string{"shard": "a"}, Annotations: map[string]string{"a": "b"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Spec: v1alpha1.ImmutableReleaseSpec{
+			Git:                v1alpha1.GitSource{URL: "https://example.com/repo.git"},
+			Path:               "app",
+			ServiceAccountName: "deployer",
+			TargetNamespace:    "shop",
+			Drift:              &v1alpha1.DriftSpec{Mode: v1alpha1.DriftPrevent},
+		},
+		Status: v1alpha1.ImmutableReleaseStatus{LastAppliedRevision: "main@sha1:abc"},
+	}
+	want := &v1alpha1.ImmutableRelease{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team", UID: "u1", ResourceVersion: "7", DeletionTimestamp: &now},
+		Spec: v1alpha1.ImmutableReleaseSpec{
+			ServiceAccountName: "deployer",
+			TargetNamespace:    "shop",
+			Drift:              &v1alpha1.DriftSpec{Mode: v1alpha1.DriftPrevent},
+		},
+	}
+	once, err := preventFields(full)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(once).To(Equal(want))
+	twice, err := preventFields(once)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(twice).To(Equal(want))
+
+	// A release in the default mode stays in the default mode.
+	full.Spec.Drift = nil
+	trimmed, err := preventFields(full)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(trimmed.(*v1alpha1.ImmutableRelease).GetDriftMode()).To(Equal(v1alpha1.DriftCorrect))
 }

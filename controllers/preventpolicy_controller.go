@@ -6,15 +6,19 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
@@ -29,6 +33,17 @@ import (
 // release's reconcile: it watches the releases, the policy and the bindings, so that a
 // policy or binding someone deleted or edited is put back at once. What it decides comes
 // from the cached releases at every reconcile; it remembers nothing.
+//
+// The policy is one for the cluster, but a manager started with --watch-label-selector
+// reconciles only its shard's releases, and every shard's leader runs this controller. So
+// the releases it decides from are not the manager's: SetupWithManager gives it a cache of
+// its own that holds every release of the cluster, whatever the shard, and of each only the
+// fields the policy depends on (see preventFields). Every shard's leader then computes the
+// same policy and bindings: the first writes them, the others find nothing to change, and
+// no shard deletes them while a release of another shard is in Prevent mode. The shards
+// must run as the same user with the same --default-service-account, since both are
+// written into the policy (and a shard whose user the policy does not name could not apply
+// its own Prevent releases' images).
 type PreventPolicyReconciler struct {
 	client.Client
 	// APIReader reads the policy and bindings as the API server has them, to replace them.
@@ -39,12 +54,16 @@ type PreventPolicyReconciler struct {
 	OperatorUser string
 	// Tenancy says which account a release acts as.
 	Tenancy tenancy.Policy
+
+	// releases holds every release of the cluster, trimmed by preventFields; SetupWithManager
+	// creates it.
+	releases cache.Cache
 }
 
 // preventPolicyKey is the one key the controller reconciles.
 var preventPolicyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: admission.PolicyName}}
 
-// SetupWithManager registers the controller.
+// SetupWithManager registers the controller, and the cache of every release it reads.
 func (r *PreventPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
@@ -56,23 +75,84 @@ func (r *PreventPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		r.OperatorUser = user
 	}
+	releases, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient: mgr.GetHTTPClient(),
+		Scheme:     mgr.GetScheme(),
+		Mapper:     mgr.GetRESTMapper(),
+		// Only releases: a read of any other kind is an error, not a new cluster-wide
+		// informer.
+		ReaderFailOnMissingInformer: true,
+		ByObject: map[client.Object]cache.ByObject{
+			// No label selector: every shard's releases.
+			&v1alpha1.ImmutableRelease{}: {Label: labels.Everything(), Transform: preventFields},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the cache of every release: %w", err)
+	}
+	// Only the leader reconciles, so only the leader needs every release: the standby
+	// replicas of each shard do not watch them. A new leader lists them before its first
+	// reconcile (the controller waits for the cache to sync); the policy stays in place
+	// meanwhile.
+	if err := mgr.Add(leaderElectedCache{releases}); err != nil {
+		return err
+	}
+	r.releases = releases
 	toKey := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{preventPolicyKey}
 	})
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetName() == admission.PolicyName || o.GetName() == admission.CrossNamespaceBindingName
 	})
+	releaseToKey := handler.TypedEnqueueRequestsFromMapFunc(func(context.Context, *v1alpha1.ImmutableRelease) []reconcile.Request {
+		return []reconcile.Request{preventPolicyKey}
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("prevent-policy").
+		// The policy and bindings are in the manager's cache (see CacheOptions).
 		Watches(&admissionv1.ValidatingAdmissionPolicy{}, toKey, builder.WithPredicates(ours)).
 		Watches(&admissionv1.ValidatingAdmissionPolicyBinding{}, toKey, builder.WithPredicates(ours)).
-		Watches(&v1alpha1.ImmutableRelease{}, toKey, builder.WithPredicates(predicate.Funcs{
-			// Status writes, the most frequent updates, change nothing the policy depends on.
-			UpdateFunc: func(e event.UpdateEvent) bool {
-				return r.preventState(e.ObjectOld.(*v1alpha1.ImmutableRelease)) != r.preventState(e.ObjectNew.(*v1alpha1.ImmutableRelease))
+		WatchesRawSource(source.Kind(releases, &v1alpha1.ImmutableRelease{}, releaseToKey, predicate.TypedFuncs[*v1alpha1.ImmutableRelease]{
+			// A release's updates that change nothing the policy depends on (its status
+			// writes above all) are not reconciled.
+			UpdateFunc: func(e event.TypedUpdateEvent[*v1alpha1.ImmutableRelease]) bool {
+				return r.preventState(e.ObjectOld) != r.preventState(e.ObjectNew)
 			},
 		})).
 		Complete(r)
+}
+
+// leaderElectedCache runs a cache only on the elected leader.
+type leaderElectedCache struct{ cache.Cache }
+
+// NeedLeaderElection is true: see SetupWithManager.
+func (leaderElectedCache) NeedLeaderElection() bool { return true }
+
+// preventFields keeps of a release only what the policy depends on (see Reconcile), and
+// what the cache itself needs, so that thousands of releases, their status and the rest of
+// their spec, do not stay in memory twice. Idempotent, as an informer's transform must be.
+func preventFields(obj any) (any, error) {
+	rel, ok := obj.(*v1alpha1.ImmutableRelease)
+	if !ok {
+		return obj, nil
+	}
+	kept := &v1alpha1.ImmutableRelease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              rel.Name,
+			Namespace:         rel.Namespace,
+			UID:               rel.UID,
+			ResourceVersion:   rel.ResourceVersion,
+			DeletionTimestamp: rel.DeletionTimestamp,
+		},
+		Spec: v1alpha1.ImmutableReleaseSpec{
+			ServiceAccountName: rel.Spec.ServiceAccountName,
+			TargetNamespace:    rel.Spec.TargetNamespace,
+		},
+	}
+	if rel.Spec.Drift != nil {
+		kept.Spec.Drift = &v1alpha1.DriftSpec{Mode: rel.Spec.Drift.Mode}
+	}
+	return kept, nil
 }
 
 // preventState is what of a release the policy depends on.
@@ -80,11 +160,13 @@ func (r *PreventPolicyReconciler) preventState(obj *v1alpha1.ImmutableRelease) s
 	return fmt.Sprintf("%t/%s/%s/%s", obj.DeletionTimestamp.IsZero(), obj.GetDriftMode(), r.Tenancy.ServiceAccount(obj.Spec.ServiceAccountName), obj.Spec.TargetNamespace)
 }
 
-// Reconcile installs or removes the policy and its bindings.
+// Reconcile installs or removes the policy and its bindings, from every release of the
+// cluster.
 func (r *PreventPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	var list v1alpha1.ImmutableReleaseList
-	if err := r.List(ctx, &list); err != nil {
-		return reconcile.Result{}, err
+	// Read only, so not copied out of the cache.
+	if err := r.releases.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing the releases: %w", err)
 	}
 	accounts := admission.Accounts{Operator: r.OperatorUser, DefaultServiceAccount: r.Tenancy.DefaultServiceAccount, CrossNamespace: map[string]string{}}
 	prevent := false
