@@ -260,4 +260,3 @@ func (r *ImmutableReleaseReconciler) startRolloutIfChanged(s *scope, cs *ssa.Cha
 		conditions.MarkUnknown(s.obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckPendingReason, "rollout of %s started", s.revision)
 	}
 }
-

@@ -22,6 +22,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
+	"github.com/immutable-release/operator/internal/shard"
 )
 
 // The attacks on drift mode Prevent, each made against the real API server.
@@ -270,7 +271,9 @@ func TestPreventPolicyRestored(t *testing.T) {
 func startShard(t *testing.T, selector string) *PreventPolicyReconciler {
 	t.Helper()
 	g := NewWithT(t)
-	cacheOpts, err := CacheOptions(selector)
+	sh, err := shard.Parse(selector)
+	g.Expect(err).NotTo(HaveOccurred())
+	cacheOpts, err := CacheOptions(sh)
 	g.Expect(err).NotTo(HaveOccurred())
 	mgr, err := ctrl.NewManager(cfgForTests, ctrl.Options{
 		Scheme:  scheme,
