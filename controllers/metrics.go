@@ -61,18 +61,21 @@ func GitMetrics(cache *git.Cache) prometheus.Collector {
 		fetches: prometheus.NewDesc("immutable_release_git_fetches_total",
 			"Fetches (the first one is a clone) made by the shared Git cache.", nil, nil),
 		reverts: prometheus.NewDesc("immutable_release_git_revert_clones_total",
-			"Clones made to build a revert, one per attempt to push it: a push that loses a race with another push is built again on the new head.", nil, nil)}
+			"Clones made to build a revert, one per attempt to push it: a push that loses a race with another push is built again on the new head.", nil, nil),
+		stores: prometheus.NewDesc("immutable_release_git_stores",
+			"Repository stores (one per URL and credentials) the shared Git cache holds; those no release uses are evicted after 10 minutes.", nil, nil)}
 }
 
 type gitCollector struct {
 	cache                   *git.Cache
-	lists, fetches, reverts *prometheus.Desc
+	lists, fetches, reverts, stores *prometheus.Desc
 }
 
 func (c gitCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lists
 	ch <- c.fetches
 	ch <- c.reverts
+	ch <- c.stores
 }
 
 func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
@@ -80,6 +83,7 @@ func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.lists, prometheus.CounterValue, float64(s.Lists))
 	ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(s.Fetches))
 	ch <- prometheus.MustNewConstMetric(c.reverts, prometheus.CounterValue, float64(s.Reverts))
+	ch <- prometheus.MustNewConstMetric(c.stores, prometheus.GaugeValue, float64(s.Repositories))
 }
 
 // recordReady sets the Ready gauge of a release.

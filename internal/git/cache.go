@@ -86,6 +86,8 @@ type Stats struct {
 	Fetches int64
 	// Reverts counts the reverts built (each fetches its branch into the shared store).
 	Reverts int64
+	// Repositories and Heads are how many stores and listed heads the cache holds now.
+	Repositories, Heads int
 }
 
 // Cache is the shared store of every repository the operator reads. It is safe for
@@ -122,11 +124,13 @@ func NewCache(dir string) *Cache {
 	return &Cache{Limits: DefaultLimits, dir: dir, headTTL: time.Second, keepCheckouts: 8, heads: map[string]head{}, repos: map[string]*repository{}}
 }
 
-// Stats returns how many lists and fetches the cache made so far.
+// Stats returns how many lists and fetches the cache made so far, and what it holds.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stats
+	s := c.stats
+	s.Repositories, s.Heads = len(c.repos), len(c.heads)
+	return s
 }
 
 // Resolve lists the remote and returns the commit hash ref points at. Unless fresh is set,

@@ -55,7 +55,7 @@ func TestResolveAndCheckoutOverHTTP(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	release2()
 	g.Expect(dir2).To(Equal(dir))
-	g.Expect(cache.Stats()).To(Equal(Stats{Lists: 1, Fetches: 1}))
+	g.Expect(cache.Stats()).To(Equal(Stats{Lists: 1, Fetches: 1, Repositories: 1, Heads: 1}))
 
 	// A tag, annotated, resolves to its commit; a commit reference resolves to itself.
 	g.Expect(repo.Git("tag", "-a", "v1.0.0", "-m", "First release")).To(Succeed())
