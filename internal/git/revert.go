@@ -129,7 +129,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	// made after the failed revision.
 	var after []*object.Commit
 	found := false
-	for cur := head; cur != nil; cur = firstParent(repo, cur) {
+	for cur := head; cur != nil; {
 		if cur.Hash.String() == req.Failed {
 			found = true
 			break
@@ -138,6 +138,9 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 			return &RevertResult{Commit: cur.Hash.String(), Existing: true}, nil
 		}
 		after = append(after, cur)
+		if cur, err = firstParent(repo, cur); err != nil {
+			return nil, err
+		}
 	}
 	if !found {
 		return nil, fmt.Errorf("revision %s is not in the first-parent history of branch %s (was it force-pushed away?)", req.Failed, req.Branch)
@@ -171,7 +174,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	}
 	var toRevert []*object.Commit
 	healthyFound := false
-	for cur := failed; cur != nil; cur = firstParent(repo, cur) {
+	for cur := failed; cur != nil; {
 		if cur.Hash.String() == req.Healthy {
 			healthyFound = true
 			break
@@ -180,6 +183,9 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 			return nil, err
 		} else if changed {
 			toRevert = append(toRevert, cur)
+		}
+		if cur, err = firstParent(repo, cur); err != nil {
+			return nil, err
 		}
 	}
 	if !healthyFound {
@@ -314,15 +320,19 @@ func isRevertOf(c *object.Commit, release, failed string) bool {
 		strings.Contains(c.Message, "\n"+TrailerFailedRevision+": "+failed+"\n")
 }
 
-func firstParent(repo *gogit.Repository, c *object.Commit) *object.Commit {
+// firstParent is c's first parent, or nil for a root commit. The store holds the whole
+// history of what it fetched, so a parent it cannot read is a damaged store, reported as
+// such: only a walk that reaches the root without finding a revision means the branch's
+// history was rewritten.
+func firstParent(repo *gogit.Repository, c *object.Commit) (*object.Commit, error) {
 	if len(c.ParentHashes) == 0 {
-		return nil
+		return nil, nil
 	}
 	p, err := repo.CommitObject(c.ParentHashes[0])
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("reading commit %s, the first parent of %s: %w", c.ParentHashes[0], c.Hash, err)
 	}
-	return p
+	return p, nil
 }
 
 // touches says whether c changed the file or folder at p ("" for everything), compared
@@ -333,7 +343,11 @@ func touches(repo *gogit.Repository, c *object.Commit, p string) (bool, error) {
 		return false, err
 	}
 	var theirs entry
-	if parent := firstParent(repo, c); parent != nil {
+	parent, err := firstParent(repo, c)
+	if err != nil {
+		return false, err
+	}
+	if parent != nil {
 		if theirs, err = entryAt(parent, p); err != nil {
 			return false, err
 		}

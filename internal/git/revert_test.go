@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	. "github.com/onsi/gomega"
 
 	"github.com/immutable-release/operator/internal/testgit"
@@ -373,4 +374,58 @@ func TestRevertBuildsInTheSharedStore(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(refs)).NotTo(ContainSubstring("refs/immutable-release/"))
 	g.Expect(string(refs)).To(ContainSubstring("refs/remotes/origin/main"))
+}
+
+// TestRevertTellsARewrittenHistoryFromADamagedStore: a failed revision that is no longer in
+// the branch's history (force-pushed away) is reported as such, but a commit the store cannot
+// read (here a loose object deleted from the store, as a full disk or a crash can leave it) is
+// a read error, not a rewritten history that would send a person looking at the branch.
+func TestRevertTellsARewrittenHistoryFromADamagedStore(t *testing.T) {
+	g := NewWithT(t)
+	srv, repo, _ := newRepo(t)
+	healthy := write(t, repo, "Healthy", healthyFiles)
+	failed := write(t, repo, "Bad", map[string]string{"deploy/prod/app.yaml": badApp})
+	later := write(t, repo, "Later, elsewhere", map[string]string{"other/x.yaml": "x: 2\n"})
+	write(t, repo, "Head, elsewhere", map[string]string{"other/x.yaml": "x: 3\n"})
+	dir := t.TempDir()
+	req := revertRequest(t, srv, repo, healthy, failed)
+	_, _, release, err := NewCache(dir).Checkout(context.Background(), repo.URL(), Reference{Branch: "main"}, failed, req.Auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
+
+	// Unpack the store's packs with git so that one commit can be taken out of it.
+	stores, err := filepath.Glob(filepath.Join(dir, "*", "objects.git"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stores).To(HaveLen(1))
+	store := stores[0]
+	packs, err := filepath.Glob(filepath.Join(store, "objects", "pack", "*.pack"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(packs).NotTo(BeEmpty())
+	for _, p := range packs {
+		moved := filepath.Join(t.TempDir(), filepath.Base(p))
+		must(t, os.Rename(p, moved))
+		must(t, os.Remove(strings.TrimSuffix(p, ".pack")+".idx"))
+		f, err := os.Open(moved)
+		must(t, err)
+		cmd := exec.Command("git", "-C", store, "unpack-objects", "-q")
+		cmd.Stdin = f
+		out, err := cmd.CombinedOutput()
+		f.Close()
+		g.Expect(err).NotTo(HaveOccurred(), "%s", out)
+	}
+	must(t, os.Remove(filepath.Join(store, "objects", later[:2], later[2:])))
+
+	_, err = NewCache(dir).Revert(context.Background(), req)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).NotTo(ContainSubstring("force-pushed"))
+	g.Expect(err.Error()).To(ContainSubstring("reading commit " + later))
+	g.Expect(errors.Is(err, plumbing.ErrObjectNotFound)).To(BeTrue(), "%v", err)
+
+	// The same release after the failed revision is force-pushed away.
+	must(t, repo.Git("reset", "--quiet", "--hard", healthy))
+	must(t, repo.Write(map[string]string{"other/x.yaml": "x: 4\n"}))
+	must(t, repo.Git("commit", "--quiet", "-am", "Rewritten"))
+	must(t, repo.Git("push", "--quiet", "--force", "origin", "main"))
+	_, err = NewCache(t.TempDir()).Revert(context.Background(), req)
+	g.Expect(err).To(MatchError(ContainSubstring("is not in the first-parent history of branch main (was it force-pushed away?)")))
 }
