@@ -86,10 +86,6 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 
 var errNonFastForward = errors.New("non-fast-forward")
 
-// beforePush, when set by a test, runs between building the revert and pushing it: where a
-// push by someone else races with ours.
-var beforePush func()
-
 // revertOnce builds and pushes the revert on the branch head, and reports that head in
 // *head. seenHead is the head of an attempt whose push the branch outran: if the commits
 // pushed since changed the path, someone fixed forward while the revert was being pushed,
@@ -242,9 +238,6 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	target := req.Branch
 	if req.PushBranch != "" {
 		target = req.PushBranch
-	}
-	if beforePush != nil {
-		beforePush()
 	}
 	push := c.remote(ctx)
 	defer push.cancel()

@@ -3,10 +3,15 @@ package git
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -307,7 +312,9 @@ func must(t *testing.T, err error) {
 
 // TestRevertPushRace: someone pushes while the revert is being pushed. A commit elsewhere
 // in the repository: the revert is built again on the new head and pushed. A commit under
-// the path: someone fixed forward; the rollback is dropped and nothing is pushed.
+// the path: someone fixed forward; the rollback is dropped and nothing is pushed. The race is
+// real: the revert reaches the server through a proxy that lets the other push land first,
+// once the revert is built and its push asks which heads the server has.
 func TestRevertPushRace(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -323,13 +330,17 @@ func TestRevertPushRace(t *testing.T) {
 			healthy := write(t, repo, "Healthy", healthyFiles)
 			failed := write(t, repo, "Bad", map[string]string{"deploy/prod/app.yaml": badApp})
 			var racing string
-			beforePush = func() {
-				if racing == "" {
-					racing = write(t, repo, "Racing push", tc.racing)
+			var raceErr error
+			proxy := raceFirstPush(t, srv.HTTPAddress(), func() {
+				if raceErr = repo.Write(tc.racing); raceErr == nil {
+					racing, raceErr = repo.CommitAndPush("Racing push")
 				}
-			}
-			defer func() { beforePush = nil }()
-			res, err := NewCache(t.TempDir()).Revert(context.Background(), revertRequest(t, srv, repo, healthy, failed))
+			})
+			req := revertRequest(t, srv, repo, healthy, failed)
+			req.URL = proxy + "/" + repo.Name
+			res, err := NewCache(t.TempDir()).Revert(context.Background(), req)
+			g.Expect(raceErr).NotTo(HaveOccurred())
+			g.Expect(racing).NotTo(BeEmpty(), "the racing push ran")
 			head, herr := repo.Output("ls-remote", "origin", "refs/heads/main")
 			g.Expect(herr).NotTo(HaveOccurred())
 			if tc.wantFixed {
@@ -345,6 +356,26 @@ func TestRevertPushRace(t *testing.T) {
 			g.Expect(strings.TrimSpace(parent)).To(Equal(racing), "the revert is built on the racing commit")
 		})
 	}
+}
+
+// raceFirstPush serves a proxy to the Git server at target and returns its address. The
+// first push through it starts by asking for the server's heads (GET
+// info/refs?service=git-receive-pack); race runs before that request is passed on, so the
+// push is answered with heads it did not build on, as when someone else pushed first.
+func raceFirstPush(t *testing.T, target string, race func()) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	must(t, err)
+	forward := httputil.NewSingleHostReverseProxy(u)
+	var once sync.Once
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Query().Get("service") == "git-receive-pack" {
+			once.Do(race)
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // TestRevertBuildsInTheSharedStore: the revert is built in the store of the URL and
