@@ -41,10 +41,6 @@ func (f *failure) Unwrap() error { return f.err }
 func retry(reason string, err error) error { return &failure{reason: reason, err: err} }
 func stall(reason string, err error) error { return &failure{reason: reason, err: err, stalled: true} }
 
-// ownedConditions are the conditions this controller writes; the patch helper overwrites
-// them on conflict.
-var ownedConditions = []string{meta.ReadyCondition, meta.ReconcilingCondition, meta.StalledCondition, v1alpha1.HealthyCondition}
-
 // finalizeStatus runs once at the end of every reconcile: it derives Ready, Reconciling and
 // Stalled from the outcome, records the handled reconcile request and the observed
 // generation, patches the status, and emits one event for a failure.

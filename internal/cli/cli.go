@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -83,6 +84,16 @@ func isUsage(err error) bool {
 
 type usageError struct{ error }
 
+// usageArgs makes a cobra argument check's complaint a usage error.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
 // options are shared by every command.
 type options struct {
 	flags         *genericclioptions.ConfigFlags
@@ -104,6 +115,20 @@ func NewCommand(stdout io.Writer) *cobra.Command {
 			"Exit codes: 0 ok, 1 failed or not Ready, 2 usage, 3 not found, 4 forbidden, 5 timed out,\n" +
 			"6 diff found changes.",
 	}
+	// A root command without Args lets cobra reject an unknown subcommand with a plain error,
+	// which would exit 1 as if the command had run and failed; with Args it needs a RunE too,
+	// or cobra prints the help and exits 0 whatever was typed.
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+		}
+		return usageError{errors.New(msg)}
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	o.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.getCommand(), o.statusCommand(), o.historyCommand(), o.reconcileCommand(),

@@ -23,7 +23,7 @@ func (o *options) getCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get [NAME]",
 		Short: "List releases: ready, revision, images, age",
-		Args:  cobra.MaximumNArgs(1),
+		Args:  usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ns, err := o.client()
 			if err != nil {

@@ -44,7 +44,7 @@ func startForTest(t testing.TB, opts Options) *ControlPlane {
 		if testing.Short() {
 			t.Skip(err)
 		}
-		t.Fatalf("%v (about 15 minutes the first time)", err)
+		t.Fatalf("%v (Kubernetes takes about 8 minutes the first time)", err)
 	}
 	if err != nil {
 		dumpLogs(t, opts.LogDir)

@@ -197,7 +197,7 @@ func (c *Cache) Outcome(repoURL string, auth *Auth, head, failed, revertCommit, 
 		return ProposalOutcome{Merged: copied}, nil
 	}
 	prefix := cleanPrefix(path)
-	for cur := tip; cur != nil; cur = firstParent(r.repo, cur) {
+	for cur := tip; cur != nil; {
 		if cur.Hash.String() == failed {
 			return ProposalOutcome{}, nil
 		}
@@ -207,6 +207,9 @@ func (c *Cache) Outcome(repoURL string, auth *Auth, head, failed, revertCommit, 
 		}
 		if changed {
 			return ProposalOutcome{PathChanged: true}, nil
+		}
+		if cur, err = firstParent(r.repo, cur); err != nil {
+			return ProposalOutcome{}, err
 		}
 	}
 	return ProposalOutcome{PathChanged: true}, nil

@@ -86,10 +86,6 @@ func (c *Cache) Revert(ctx context.Context, req RevertRequest) (*RevertResult, e
 
 var errNonFastForward = errors.New("non-fast-forward")
 
-// beforePush, when set by a test, runs between building the revert and pushing it: where a
-// push by someone else races with ours.
-var beforePush func()
-
 // revertOnce builds and pushes the revert on the branch head, and reports that head in
 // *head. seenHead is the head of an attempt whose push the branch outran: if the commits
 // pushed since changed the path, someone fixed forward while the revert was being pushed,
@@ -129,7 +125,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	// made after the failed revision.
 	var after []*object.Commit
 	found := false
-	for cur := head; cur != nil; cur = firstParent(repo, cur) {
+	for cur := head; cur != nil; {
 		if cur.Hash.String() == req.Failed {
 			found = true
 			break
@@ -138,6 +134,9 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 			return &RevertResult{Commit: cur.Hash.String(), Existing: true}, nil
 		}
 		after = append(after, cur)
+		if cur, err = firstParent(repo, cur); err != nil {
+			return nil, err
+		}
 	}
 	if !found {
 		return nil, fmt.Errorf("revision %s is not in the first-parent history of branch %s (was it force-pushed away?)", req.Failed, req.Branch)
@@ -171,7 +170,7 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	}
 	var toRevert []*object.Commit
 	healthyFound := false
-	for cur := failed; cur != nil; cur = firstParent(repo, cur) {
+	for cur := failed; cur != nil; {
 		if cur.Hash.String() == req.Healthy {
 			healthyFound = true
 			break
@@ -180,6 +179,9 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 			return nil, err
 		} else if changed {
 			toRevert = append(toRevert, cur)
+		}
+		if cur, err = firstParent(repo, cur); err != nil {
+			return nil, err
 		}
 	}
 	if !healthyFound {
@@ -236,9 +238,6 @@ func (c *Cache) revertOnce(ctx context.Context, req RevertRequest, seenHead stri
 	target := req.Branch
 	if req.PushBranch != "" {
 		target = req.PushBranch
-	}
-	if beforePush != nil {
-		beforePush()
 	}
 	push := c.remote(ctx)
 	defer push.cancel()
@@ -314,15 +313,19 @@ func isRevertOf(c *object.Commit, release, failed string) bool {
 		strings.Contains(c.Message, "\n"+TrailerFailedRevision+": "+failed+"\n")
 }
 
-func firstParent(repo *gogit.Repository, c *object.Commit) *object.Commit {
+// firstParent is c's first parent, or nil for a root commit. The store holds the whole
+// history of what it fetched, so a parent it cannot read is a damaged store, reported as
+// such: only a walk that reaches the root without finding a revision means the branch's
+// history was rewritten.
+func firstParent(repo *gogit.Repository, c *object.Commit) (*object.Commit, error) {
 	if len(c.ParentHashes) == 0 {
-		return nil
+		return nil, nil
 	}
 	p, err := repo.CommitObject(c.ParentHashes[0])
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("reading commit %s, the first parent of %s: %w", c.ParentHashes[0], c.Hash, err)
 	}
-	return p
+	return p, nil
 }
 
 // touches says whether c changed the file or folder at p ("" for everything), compared
@@ -333,7 +336,11 @@ func touches(repo *gogit.Repository, c *object.Commit, p string) (bool, error) {
 		return false, err
 	}
 	var theirs entry
-	if parent := firstParent(repo, c); parent != nil {
+	parent, err := firstParent(repo, c)
+	if err != nil {
+		return false, err
+	}
+	if parent != nil {
 		if theirs, err = entryAt(parent, p); err != nil {
 			return false, err
 		}

@@ -3,12 +3,18 @@ package git
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	. "github.com/onsi/gomega"
 
 	"github.com/immutable-release/operator/internal/testgit"
@@ -306,7 +312,9 @@ func must(t *testing.T, err error) {
 
 // TestRevertPushRace: someone pushes while the revert is being pushed. A commit elsewhere
 // in the repository: the revert is built again on the new head and pushed. A commit under
-// the path: someone fixed forward; the rollback is dropped and nothing is pushed.
+// the path: someone fixed forward; the rollback is dropped and nothing is pushed. The race is
+// real: the revert reaches the server through a proxy that lets the other push land first,
+// once the revert is built and its push asks which heads the server has.
 func TestRevertPushRace(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -322,13 +330,17 @@ func TestRevertPushRace(t *testing.T) {
 			healthy := write(t, repo, "Healthy", healthyFiles)
 			failed := write(t, repo, "Bad", map[string]string{"deploy/prod/app.yaml": badApp})
 			var racing string
-			beforePush = func() {
-				if racing == "" {
-					racing = write(t, repo, "Racing push", tc.racing)
+			var raceErr error
+			proxy := raceFirstPush(t, srv.HTTPAddress(), func() {
+				if raceErr = repo.Write(tc.racing); raceErr == nil {
+					racing, raceErr = repo.CommitAndPush("Racing push")
 				}
-			}
-			defer func() { beforePush = nil }()
-			res, err := NewCache(t.TempDir()).Revert(context.Background(), revertRequest(t, srv, repo, healthy, failed))
+			})
+			req := revertRequest(t, srv, repo, healthy, failed)
+			req.URL = proxy + "/" + repo.Name
+			res, err := NewCache(t.TempDir()).Revert(context.Background(), req)
+			g.Expect(raceErr).NotTo(HaveOccurred())
+			g.Expect(racing).NotTo(BeEmpty(), "the racing push ran")
 			head, herr := repo.Output("ls-remote", "origin", "refs/heads/main")
 			g.Expect(herr).NotTo(HaveOccurred())
 			if tc.wantFixed {
@@ -344,6 +356,26 @@ func TestRevertPushRace(t *testing.T) {
 			g.Expect(strings.TrimSpace(parent)).To(Equal(racing), "the revert is built on the racing commit")
 		})
 	}
+}
+
+// raceFirstPush serves a proxy to the Git server at target and returns its address. The
+// first push through it starts by asking for the server's heads (GET
+// info/refs?service=git-receive-pack); race runs before that request is passed on, so the
+// push is answered with heads it did not build on, as when someone else pushed first.
+func raceFirstPush(t *testing.T, target string, race func()) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	must(t, err)
+	forward := httputil.NewSingleHostReverseProxy(u)
+	var once sync.Once
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Query().Get("service") == "git-receive-pack" {
+			once.Do(race)
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // TestRevertBuildsInTheSharedStore: the revert is built in the store of the URL and
@@ -373,4 +405,58 @@ func TestRevertBuildsInTheSharedStore(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(refs)).NotTo(ContainSubstring("refs/immutable-release/"))
 	g.Expect(string(refs)).To(ContainSubstring("refs/remotes/origin/main"))
+}
+
+// TestRevertTellsARewrittenHistoryFromADamagedStore: a failed revision that is no longer in
+// the branch's history (force-pushed away) is reported as such, but a commit the store cannot
+// read (here a loose object deleted from the store, as a full disk or a crash can leave it) is
+// a read error, not a rewritten history that would send a person looking at the branch.
+func TestRevertTellsARewrittenHistoryFromADamagedStore(t *testing.T) {
+	g := NewWithT(t)
+	srv, repo, _ := newRepo(t)
+	healthy := write(t, repo, "Healthy", healthyFiles)
+	failed := write(t, repo, "Bad", map[string]string{"deploy/prod/app.yaml": badApp})
+	later := write(t, repo, "Later, elsewhere", map[string]string{"other/x.yaml": "x: 2\n"})
+	write(t, repo, "Head, elsewhere", map[string]string{"other/x.yaml": "x: 3\n"})
+	dir := t.TempDir()
+	req := revertRequest(t, srv, repo, healthy, failed)
+	_, _, release, err := NewCache(dir).Checkout(context.Background(), repo.URL(), Reference{Branch: "main"}, failed, req.Auth)
+	g.Expect(err).NotTo(HaveOccurred())
+	release()
+
+	// Unpack the store's packs with git so that one commit can be taken out of it.
+	stores, err := filepath.Glob(filepath.Join(dir, "*", "objects.git"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stores).To(HaveLen(1))
+	store := stores[0]
+	packs, err := filepath.Glob(filepath.Join(store, "objects", "pack", "*.pack"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(packs).NotTo(BeEmpty())
+	for _, p := range packs {
+		moved := filepath.Join(t.TempDir(), filepath.Base(p))
+		must(t, os.Rename(p, moved))
+		must(t, os.Remove(strings.TrimSuffix(p, ".pack")+".idx"))
+		f, err := os.Open(moved)
+		must(t, err)
+		cmd := exec.Command("git", "-C", store, "unpack-objects", "-q")
+		cmd.Stdin = f
+		out, err := cmd.CombinedOutput()
+		f.Close()
+		g.Expect(err).NotTo(HaveOccurred(), "%s", out)
+	}
+	must(t, os.Remove(filepath.Join(store, "objects", later[:2], later[2:])))
+
+	_, err = NewCache(dir).Revert(context.Background(), req)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).NotTo(ContainSubstring("force-pushed"))
+	g.Expect(err.Error()).To(ContainSubstring("reading commit " + later))
+	g.Expect(errors.Is(err, plumbing.ErrObjectNotFound)).To(BeTrue(), "%v", err)
+
+	// The same release after the failed revision is force-pushed away.
+	must(t, repo.Git("reset", "--quiet", "--hard", healthy))
+	must(t, repo.Write(map[string]string{"other/x.yaml": "x: 4\n"}))
+	must(t, repo.Git("commit", "--quiet", "-am", "Rewritten"))
+	must(t, repo.Git("push", "--quiet", "--force", "origin", "main"))
+	_, err = NewCache(t.TempDir()).Revert(context.Background(), req)
+	g.Expect(err).To(MatchError(ContainSubstring("is not in the first-parent history of branch main (was it force-pushed away?)")))
 }

@@ -102,7 +102,11 @@ func (r *reverter) revert(head *object.Commit, commits, later []*object.Commit) 
 			return plumbing.ZeroHash, nil, err
 		}
 		theirs := map[string]entry{}
-		if p := firstParent(r.repo, c); p != nil {
+		p, err := firstParent(r.repo, c)
+		if err != nil {
+			return plumbing.ZeroHash, nil, err
+		}
+		if p != nil {
 			if theirs, err = r.entries(p); err != nil {
 				return plumbing.ZeroHash, nil, err
 			}

@@ -12,7 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -112,12 +114,27 @@ func runningDigests(ctx context.Context, reader client.Reader, live *unstructure
 	if !workloadKinds[live.GetKind()] || (live.GroupVersionKind().Group != "apps" && live.GroupVersionKind().Group != "batch") {
 		return nil, nil
 	}
-	matchLabels, found, _ := unstructured.NestedStringMap(live.Object, "spec", "selector", "matchLabels")
-	if !found || len(matchLabels) == 0 {
+	raw, found, _ := unstructured.NestedMap(live.Object, "spec", "selector")
+	if !found {
 		return nil, nil
 	}
+	// The whole selector, matchExpressions too: matchLabels alone would count the pods of
+	// another workload that shares the labels (a canary beside the stable track, say).
+	var ls metav1.LabelSelector
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &ls); err != nil {
+		return nil, fmt.Errorf("reading spec.selector: %w", err)
+	}
+	if len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0 {
+		// An empty selector selects every pod of the namespace: none of them is known to
+		// be this workload's.
+		return nil, nil
+	}
+	selector, err := metav1.LabelSelectorAsSelector(&ls)
+	if err != nil {
+		return nil, fmt.Errorf("reading spec.selector: %w", err)
+	}
 	pods := &corev1.PodList{}
-	if err := reader.List(ctx, pods, client.InNamespace(live.GetNamespace()), client.MatchingLabels(matchLabels)); err != nil {
+	if err := reader.List(ctx, pods, client.InNamespace(live.GetNamespace()), client.MatchingLabelsSelector{Selector: selector}); err != nil {
 		if apierrors.IsForbidden(err) {
 			// A release's service account may apply workloads without reading pods.
 			return nil, nil
