@@ -256,8 +256,10 @@ func (r *ImmutableReleaseReconciler) gitCheckDue(obj *v1alpha1.ImmutableRelease,
 // recordGitCheck remembers what a check of Git begun at checked gave, for the reconciles
 // until the next one.
 func (r *ImmutableReleaseReconciler) recordGitCheck(s *scope, l git.Look, checked time.Time, err error) {
+	// A failure that retrying can fix (Git unreachable, a missing Secret, a refused apply,
+	// a server that has not answered yet) is retried against Git itself, fresh.
 	var f *failure
-	retriable := err != nil && !(errors.As(err, &f) && f.stalled) && !isWaiting(err)
+	retriable := err != nil && !(errors.As(err, &f) && f.stalled)
 	s.mem.updateSource(func(src *git.Source) { src.Check(l, checked, s.listedAt, retriable) })
 	c := lastCheck{revision: s.revision, commit: s.commit, err: err, url: s.obj.Spec.Git.URL, objects: s.objects}
 	if s.auth != nil {
