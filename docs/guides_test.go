@@ -43,6 +43,7 @@ var guides = []string{
 	"guides/troubleshooting.md",
 	"guides/multi-tenancy.md",
 	"guides/receivers.md",
+	"guides/sharding.md",
 }
 
 // doc is one YAML document of a fenced block.
