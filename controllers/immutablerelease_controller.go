@@ -82,9 +82,6 @@ type ImmutableReleaseReconciler struct {
 	// appliedGenerations holds, per release, the generation whose spec this process last
 	// applied: until the rollout ends, status.observedGeneration does not say so.
 	appliedGenerations sync.Map // types.NamespacedName -> int64
-	// conflicts remembers, per release, the last revert that conflicted, so that it is
-	// tried again only when the branch changes.
-	conflicts sync.Map // types.NamespacedName -> revertConflict
 }
 
 // Options tune the reconciler.
