@@ -103,7 +103,9 @@ func TestCheckQuarantine(t *testing.T) {
 func TestUnquarantineOnce(t *testing.T) {
 	g := NewWithT(t)
 	obj := release(reverted)
-	quarantine := func() { QuarantineFailed(obj, revertHash, []v1alpha1.WorkloadImage{image(web, "app", good), image(web, "sidecar", other)}) }
+	quarantine := func() {
+		QuarantineFailed(obj, revertHash, []v1alpha1.WorkloadImage{image(web, "app", good), image(web, "sidecar", other)})
+	}
 	annotate := func(v string) { obj.SetAnnotations(map[string]string{v1alpha1.UnquarantineAnnotation: v}) }
 
 	g.Expect(Unquarantine(obj)).To(BeEmpty(), "no annotation")
