@@ -69,9 +69,6 @@ type ImmutableReleaseReconciler struct {
 	// fetched queues a release when the Git operation its reconcile left running in the
 	// background ends (immutablerelease_fetch.go).
 	fetched chan event.GenericEvent
-	// conflicts remembers, per release, the last revert that conflicted, so that it is
-	// tried again only when the branch changes.
-	conflicts sync.Map // types.NamespacedName -> revertConflict
 }
 
 // Options tune the reconciler.

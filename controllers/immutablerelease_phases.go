@@ -24,6 +24,7 @@ import (
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/health"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/rollback"
 	"github.com/immutable-release/operator/internal/tenancy"
 )
 
@@ -461,17 +462,16 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		conditions.MarkFalse(obj, v1alpha1.HealthyCondition, v1alpha1.HealthCheckFailedReason, "%s", msg)
 		setResult(obj, revision, v1alpha1.ReleaseFailed, msg)
 		verdict, previous := time.Now(), obj.Status.LastRollback
-		if err := r.rollback(ctx, s, msg); err != nil {
+		if err := r.carryOutRollback(ctx, obj, rollback.Request{Verdict: msg}); err != nil {
 			return ctrl.Result{}, err
 		}
 		if last := obj.Status.LastRollback; last != nil && last != previous && last.FailedRevision == revision {
 			rollbackDuration.Observe(time.Since(verdict).Seconds())
 		}
-		if rollbackPending(obj) {
-			msg += "; pull request " + obj.Status.LastRollback.PullRequestURL + " proposes its revert"
+		if url := rollback.ProposedIn(obj); url != "" {
+			msg += "; pull request " + url + " proposes its revert"
 		}
-		if c := conditions.Get(obj, v1alpha1.RolledBackCondition); c != nil && c.Status == metav1.ConditionTrue &&
-			obj.Status.LastRollback != nil && obj.Status.LastRollback.FailedRevision == revision {
+		if rollback.RevertedInGit(obj, revision) {
 			// The revert is in Git: apply it now.
 			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, stall(v1alpha1.HealthCheckFailedReason, errors.New(msg))
 		}

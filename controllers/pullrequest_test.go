@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
+	gogit "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -105,6 +107,7 @@ func remoteHeads(g Gomega, repo *testgit.Repo) map[string]string {
 
 // TestRollbackByPullRequest: in PullRequest mode a failed revision gets one branch with the
 // revert commit and one pull request on Gitea; the cluster stays on what the branch says.
+// The revert commit is signed with spec.rollback.signingKeySecretRef, as a pushed revert is.
 // Reconciling again, even with the status lost as after a crash, opens nothing more. Merging
 // the pull request through Gitea's API brings the revert, which is applied.
 func TestRollbackByPullRequest(t *testing.T) {
@@ -113,7 +116,12 @@ func TestRollbackByPullRequest(t *testing.T) {
 	ns := newNamespace(t)
 	good := "ghcr.io/acme/web@" + digestV1
 	repo, fullName := giteaRepo(t, gt, ns, gt.Token, sampleFiles("app", good))
-	obj := newRelease(t, ns, repo, "app", pullRequestMode)
+	private, public := signingKey(g, "s3cret")
+	g.Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "release-signing"},
+		Data: map[string][]byte{"git.asc": private, "passphrase": []byte("s3cret")}})).To(Succeed())
+	obj := newRelease(t, ns, repo, "app", pullRequestMode, func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Rollback.SigningKeySecretRef = &meta.LocalObjectReference{Name: "release-signing"}
+	})
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 
 	bad := commit(t, repo, "Release a broken build", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})
@@ -130,6 +138,16 @@ func TestRollbackByPullRequest(t *testing.T) {
 	g.Expect(heads).To(HaveKeyWithValue(branch, lr.RevertCommit))
 	g.Expect(condition(cur, v1alpha1.RolledBackCondition)).To(conditionIs(v1alpha1.PullRequestOpenedReason, metav1.ConditionUnknown))
 	g.Expect(condition(cur, v1alpha1.RollbackPendingCondition).Message).To(ContainSubstring("merge it to roll back"))
+
+	// The proposed commit is signed as a pushed revert is.
+	g.Expect(repo.Git("fetch", "-q", "origin", branch)).To(Succeed())
+	clone, err := gogit.PlainOpen(repo.Dir)
+	g.Expect(err).NotTo(HaveOccurred())
+	proposed, err := clone.CommitObject(plumbing.NewHash(lr.RevertCommit))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(proposed.PGPSignature).NotTo(BeEmpty(), "the proposed revert is unsigned")
+	_, err = proposed.Verify(string(public))
+	g.Expect(err).NotTo(HaveOccurred())
 
 	prs := pulls(g, gt, fullName)
 	g.Expect(prs).To(HaveLen(1))

@@ -32,8 +32,8 @@ func branchHead(g Gomega, repo *testgit.Repo) string {
 // TestRevertConflict: while the broken revision rolls out, someone pushes a fix forward that
 // changes the same line. The revert would conflict with it, so nothing is pushed: RolledBack
 // is False with reason RevertConflict, naming the commits and the file, a Warning event says
-// the same, and the revert is not tried again on the same head. The fix, the new head, is
-// applied at once.
+// the same, and the revert is not tried again on the same head (status.revertConflict). The
+// fix, the new head, is applied at once, and the conflict is forgotten.
 func TestRevertConflict(t *testing.T) {
 	g := NewWithT(t)
 	// The timeout leaves the fix room to roll out on a loaded machine.
@@ -68,6 +68,8 @@ func TestRevertConflict(t *testing.T) {
 	g.Expect(cur.Status.History[1].RevertedBy).To(BeEmpty())
 	// One attempt: the revert was not retried on the same head.
 	g.Expect(operator.Git.Stats().Reverts - reverts).To(Equal(int64(1)))
+	// The conflict was kept in status until the branch moved on to the fix.
+	g.Expect(cur.Status.RevertConflict).To(BeNil())
 	checkKstatus(t, cur, status.CurrentStatus)
 }
 
@@ -139,5 +141,41 @@ func TestSignedRollback(t *testing.T) {
 	cur = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 	g.Expect(condition(cur, v1alpha1.RolledBackCondition).Reason).To(Equal(v1alpha1.RevertPushedReason))
 	g.Expect(deploymentImage(g, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV1))
+	checkKstatus(t, cur, status.CurrentStatus)
+}
+
+// TestRevertFoundAfterCrash: the operator pushed its revert and died before it wrote the
+// status. When it judges the failed revision again, it finds the revert on the branch,
+// pushes nothing, and says that it found it (not "reverting 0 commits").
+func TestRevertFoundAfterCrash(t *testing.T) {
+	g := NewWithT(t)
+	good := "ghcr.io/acme/web@" + digestV1
+	ns, repo, obj := readyRelease(t, good, func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+	})
+	bad := commit(t, repo, "Release a broken build", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)})
+	reconcileNow(t, obj)
+	g.Eventually(func(g Gomega) {
+		g.Expect(get(g.(*WithT), obj).Status.LastAppliedRevision).To(Equal("main@sha1:" + bad))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	// The revert as the operator pushes it; the interval is an hour, so the operator has
+	// not listed it when the broken revision's timeout runs out.
+	revert := commit(t, repo, "Revert \"Release a broken build\"\n\nThis reverts commit "+bad+".\n\nRelease: "+ns+"/shop\nFailed-Revision: "+bad+
+		"\nReason: revision main@sha1:"+bad+" did not become healthy within 5s\n", map[string]string{"app/deployment.yaml": deploymentYAML("web", good)})
+	reverts := operator.Git.Stats().Reverts
+
+	found := "Found revert commit " + revert + " of main@sha1:" + bad + " already on main; nothing pushed"
+	g.Eventually(func(g Gomega) {
+		g.Expect(releaseEvents(g, obj, "RolledBack")).To(ConsistOf(found))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+	cur := waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	g.Expect(operator.Git.Stats().Reverts - reverts).To(Equal(int64(1)))
+	g.Expect(branchHead(g, repo)).To(Equal(revert), "nothing pushed")
+	g.Expect(cur.Status.LastAppliedRevision).To(Equal("main@sha1:" + revert))
+	g.Expect(condition(cur, v1alpha1.RolledBackCondition)).To(conditionIs(v1alpha1.RevertPushedReason, metav1.ConditionTrue))
+	g.Expect(condition(cur, v1alpha1.RolledBackCondition).Message).To(Equal("revision main@sha1:" + bad + " reverted by commit " + revert + ", found already on main"))
+	g.Expect(cur.Status.LastRollback.RevertCommit).To(Equal(revert))
+	g.Expect(cur.Status.History[1].RevertedBy).To(Equal(revert))
+	g.Expect(deploymentImage(g, ns, "web")).To(Equal(good))
 	checkKstatus(t, cur, status.CurrentStatus)
 }

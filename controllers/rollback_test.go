@@ -149,3 +149,51 @@ func TestManualRollback(t *testing.T) {
 	g.Expect(code).To(Equal(cli.ExitFailed))
 	g.Expect(errOut).To(ContainSubstring("name a revision of the history"))
 }
+
+// TestQuarantineLiftedOnce: the unquarantine annotation lifts a digest once. When the same
+// digest fails again and is quarantined again, the annotation, still there with the value
+// it had, does not lift it: a person has to name it anew.
+func TestQuarantineLiftedOnce(t *testing.T) {
+	g := NewWithT(t)
+	good := "ghcr.io/acme/web@" + digestV1
+	ns, repo, obj := readyRelease(t, good, func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second}
+	})
+	broken := map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+deadDigest)}
+	bad := commit(t, repo, "Release a broken build", broken)
+	reconcileNow(t, obj)
+	g.Eventually(func(g Gomega) {
+		g.Expect(get(g.(*WithT), obj).Status.Quarantine).To(ConsistOf(HaveField("FailedRevision", "main@sha1:"+bad)))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+	g.Expect(repo.Git("pull", "-q", "--ff-only", "origin", "main")).To(Succeed())
+
+	// Pushed again, refused; lifted, applied; it fails again and is reverted again.
+	again := commit(t, repo, "Try the broken build again", broken)
+	reconcileNow(t, obj)
+	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.QuarantinedDigestReason, 30*time.Second)
+	code, out, errOut := kubectlRelease("unquarantine", "shop", deadDigest, "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK), out+errOut)
+	var cur *v1alpha1.ImmutableRelease
+	g.Eventually(func(g Gomega) {
+		cur = get(g.(*WithT), obj)
+		g.Expect(cur.Status.Quarantine).To(ConsistOf(HaveField("FailedRevision", "main@sha1:"+again)))
+		g.Expect(cur.Status.LastAppliedRevision).NotTo(Equal("main@sha1:" + again))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+	lifted := cur.GetAnnotations()[v1alpha1.UnquarantineAnnotation]
+	g.Expect(lifted).To(HavePrefix(deadDigest))
+	g.Expect(cur.Status.LastHandledUnquarantine).To(Equal(lifted))
+
+	// The annotation still names the digest: it stays quarantined, and a third push of it
+	// is refused.
+	reconcileNow(t, obj)
+	g.Consistently(func(g Gomega) {
+		g.Expect(get(g.(*WithT), obj).Status.Quarantine).To(ConsistOf(HaveField("Digest", deadDigest)))
+	}, 3*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(repo.Git("pull", "-q", "--ff-only", "origin", "main")).To(Succeed())
+	third := commit(t, repo, "And once more", broken)
+	reconcileNow(t, obj)
+	cur = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.QuarantinedDigestReason, 30*time.Second)
+	g.Expect(cur.Status.LastAttemptedRevision).To(Equal("main@sha1:" + third))
+	g.Expect(deploymentImage(g, ns, "web")).To(Equal(good))
+	g.Expect(cur.GetAnnotations()[v1alpha1.UnquarantineAnnotation]).To(Equal(lifted))
+}

@@ -309,7 +309,10 @@ func (o *options) unquarantineCommand() *cobra.Command {
 			if !found {
 				return &exitError{code: ExitNotFound, err: fmt.Errorf("%s is not quarantined in %s/%s", args[1], rel.Namespace, rel.Name)}
 			}
-			if err := annotate(cmd.Context(), c, rel, v1alpha1.UnquarantineAnnotation, args[1]); err != nil {
+			// A token after the digest names it anew: the operator lifts a value once, so
+			// that the same digest quarantined again later is not lifted by an old request.
+			value := args[1] + "@" + time.Now().Format(time.RFC3339Nano)
+			if err := annotate(cmd.Context(), c, rel, v1alpha1.UnquarantineAnnotation, value); err != nil {
 				return err
 			}
 			fmt.Fprintf(o.out, "lifted the quarantine of %s in %s/%s\n", args[1], rel.Namespace, rel.Name)
