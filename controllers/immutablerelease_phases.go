@@ -382,8 +382,8 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
 		r.settleProposal(ctx, s, images)
-		recordRevertFromGit(obj, s.commit)
-		quarantineFailedDigests(obj, s.commit.Hash, images)
+		rollback.RecordFromGit(obj, s.commit)
+		rollback.QuarantineFailed(obj, s.commit.Hash, images)
 		if !s.commit.Time.IsZero() {
 			commitToApplied.Observe(time.Since(s.commit.Time).Seconds())
 		}

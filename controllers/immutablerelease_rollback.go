@@ -173,18 +173,6 @@ func (r *ImmutableReleaseReconciler) signingKey(ctx context.Context, obj *v1alph
 	return key, nil
 }
 
-// recordRevertFromGit records, when a revision is applied, a revert that its commit's
-// trailers name (see rollback.RecordFromGit).
-func recordRevertFromGit(obj *v1alpha1.ImmutableRelease, commit git.Commit) {
-	rollback.RecordFromGit(obj, commit)
-}
-
-// quarantineFailedDigests, once the revert of a failed revision is applied, quarantines the
-// digests that the failed revision brought and the revert took away.
-func quarantineFailedDigests(obj *v1alpha1.ImmutableRelease, revisionHash string, images []v1alpha1.WorkloadImage) {
-	rollback.QuarantineFailed(obj, revisionHash, images)
-}
-
 // checkQuarantine refuses objects that bring back a quarantined digest for the same container.
 func checkQuarantine(obj *v1alpha1.ImmutableRelease, revision string, images []v1alpha1.WorkloadImage) error {
 	if err := rollback.CheckQuarantine(obj, revision, images); err != nil {
