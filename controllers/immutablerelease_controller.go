@@ -67,7 +67,7 @@ type ImmutableReleaseReconciler struct {
 	// elected is closed once this replica leads its shard (nil: it always does).
 	elected <-chan struct{}
 	// fetched queues a release when the Git operation its reconcile left running in the
-	// background ends (immutablerelease_fetch.go).
+	// background ends (immutablerelease_source.go).
 	fetched chan event.GenericEvent
 }
 

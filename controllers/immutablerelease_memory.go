@@ -34,7 +34,7 @@ type memory struct {
 	outdated overwritten
 	// corrections are drift corrections not yet in a written status.
 	corrections int64
-	// fetch is a Git operation left running in the background (immutablerelease_fetch.go).
+	// fetch is a Git operation left running in the background (immutablerelease_source.go).
 	fetch *fetch
 	// identity is the user the release's client acts as ("" for the operator itself): the
 	// clients nobody's memory names are dropped.

@@ -116,43 +116,45 @@ func (s *scope) remember(objects, live []*unstructured.Unstructured) {
 // event on an applied object, health polling) reuses that result: it checks for drift and
 // the rollout's health without touching Git.
 func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (ctrl.Result, error) {
+	s, err := r.newScope(ctx, obj, mem)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	r.liftQuarantine(obj)
+	if err := r.manualRollback(ctx, obj); err != nil {
+		return ctrl.Result{}, err
+	}
+	if res, err := r.source(ctx, s); err != nil {
+		return res, err
+	}
+	if err := r.applyOrCompare(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.watches.ensure(s.objects); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.checkHealth(ctx, s)
+}
+
+// newScope prepares what the steps share: the client and applier that act as the release.
+func (r *ImmutableReleaseReconciler) newScope(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (*scope, error) {
 	s := &scope{obj: obj, mem: mem}
 	var err error
 	if s.client, err = r.clientFor(obj); err != nil {
-		return ctrl.Result{}, err
+		return nil, err
 	}
 	mem.setIdentity(r.identity(obj))
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
 	// What the watch cache shows absent is not read before its dry run: a new release's
 	// objects cost a dry run and an apply each.
 	s.applier.Absent = func(o *unstructured.Unstructured) bool { return r.watches.absent(ctx, o) }
-	r.liftQuarantine(obj)
-	if err := r.manualRollback(ctx, obj); err != nil {
-		return ctrl.Result{}, err
-	}
+	return s, nil
+}
 
-	look := r.look(obj)
-	src := mem.gitSource()
-	s.asked = src.Asked(look)
-	if due, notBefore := src.Due(look); due {
-		checked := time.Now()
-		err := r.checkGit(ctx, s, notBefore)
-		r.recordGitCheck(s, look, checked, err)
-		if isWaiting(err) {
-			// The end of the operation brings the release back; this is in case it cannot.
-			return ctrl.Result{RequeueAfter: obj.GetGitTimeout(r.Options.GitTimeout) + time.Second}, err
-		}
-		if err != nil {
-			return r.requeue(obj, 0), err
-		}
-	} else {
-		last := mem.lastCheck()
-		if last.err != nil {
-			return r.requeue(obj, 0), last.err
-		}
-		s.revision, s.commit, s.objects = last.revision, last.commit, last.objects
-	}
-
+// applyOrCompare applies a new spec or revision; for one applied already, it compares the
+// live objects with it (handleDrift), unless the watch cache shows them unchanged.
+func (r *ImmutableReleaseReconciler) applyOrCompare(ctx context.Context, s *scope) error {
+	obj := s.obj
 	// Settled: this spec was applied already (the revision may still have to be). While a
 	// rollout runs, observedGeneration lags; lastAppliedGeneration says it instead, so
 	// that reconciles during a rollout do not apply the same objects again.
@@ -163,31 +165,12 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		// did not touch this release's path): nothing to apply or compare.
 		obj.Status.LastAppliedRevision = s.revision
 		r.advanceSnapshot(s)
+		return nil
 	case !settled || obj.Status.LastAppliedRevision != s.revision:
-		err = r.apply(ctx, s)
+		return r.apply(ctx, s)
 	default:
-		err = r.handleDrift(ctx, s)
+		return r.handleDrift(ctx, s)
 	}
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.watches.ensure(s.objects); err != nil {
-		return ctrl.Result{}, err
-	}
-	return r.checkHealth(ctx, s)
-}
-
-// checkGit lists the remote, checks out the revision and builds its manifests.
-func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, notBefore time.Time) error {
-	if err := r.checkServiceAccount(ctx, s.obj); err != nil {
-		return err
-	}
-	release, err := r.fetchSource(ctx, s, notBefore)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return r.build(s)
 }
 
 // serviceAccount is the account of its namespace the release acts as ("" for the operator).
@@ -248,77 +231,6 @@ func (r *ImmutableReleaseReconciler) identity(obj *v1alpha1.ImmutableRelease) st
 		return fmt.Sprintf("system:serviceaccount:%s:%s", obj.Namespace, sa)
 	}
 	return ""
-}
-
-// fetchSource lists the remote (or reuses a listing made at or after notBefore) and checks
-// out the commit the reference points at. A slow server leaves the reconcile waiting
-// (fetchGit), not the worker.
-func (r *ImmutableReleaseReconciler) fetchSource(ctx context.Context, s *scope, notBefore time.Time) (release func(), err error) {
-	obj := s.obj
-	auth, err := r.gitAuth(ctx, obj)
-	if err != nil {
-		return nil, err
-	}
-	ref := gitReference(obj)
-	f, err := r.fetchGit(ctx, obj, s.mem, ref, auth, notBefore)
-	if isWaiting(err) {
-		return nil, err
-	}
-	if f != nil && f.hash != "" {
-		s.revision, s.listedAt = git.Revision(ref, f.hash), f.listedAt
-		obj.Status.LastAttemptedRevision = s.revision
-	}
-	if err != nil {
-		return nil, gitFailure(err)
-	}
-	s.dir, s.commit, s.auth = f.dir, f.commit, auth
-	return f.release, nil
-}
-
-// gitAuth reads the release's Secret and builds the Git authentication from it.
-func (r *ImmutableReleaseReconciler) gitAuth(ctx context.Context, obj *v1alpha1.ImmutableRelease) (*git.Auth, error) {
-	var data map[string][]byte
-	if ref := obj.Spec.Git.SecretRef; ref != nil {
-		secret := &corev1.Secret{}
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("secret %q not found in namespace %q: create it with the Git credentials (username and password, or identity and known_hosts)", ref.Name, obj.Namespace))
-			}
-			return nil, retry(v1alpha1.AuthenticationFailedReason, fmt.Errorf("reading secret %q: %w", ref.Name, err))
-		}
-		data = secret.Data
-	}
-	auth, err := git.AuthFromSecret(obj.Spec.Git.URL, data)
-	if errors.Is(err, git.ErrURLNotAllowed) {
-		return nil, gitFailure(err)
-	}
-	if err != nil {
-		if obj.Spec.Git.SecretRef != nil {
-			err = fmt.Errorf("secret %q: %w", obj.Spec.Git.SecretRef.Name, err)
-		}
-		return nil, retry(v1alpha1.AuthenticationFailedReason, err)
-	}
-	return auth, nil
-}
-
-// gitFailure gives a failed Git operation its reason: what a hostile or mistaken
-// repository or spec caused waits for a change (stalled); anything else is retried.
-func gitFailure(err error) error {
-	switch {
-	case errors.Is(err, git.ErrURLNotAllowed), errors.Is(err, git.ErrInvalidReference):
-		return stall(v1alpha1.InvalidGitSourceReason, err)
-	case errors.Is(err, git.ErrUnsafeTree):
-		return stall(v1alpha1.UnsafeRepositoryReason, err)
-	case errors.Is(err, git.ErrTooLarge):
-		return stall(v1alpha1.RepositoryTooLargeReason, err)
-	default:
-		return retry(v1alpha1.GitOperationFailedReason, err)
-	}
-}
-
-func gitReference(obj *v1alpha1.ImmutableRelease) git.Reference {
-	ref := obj.Spec.Git.Ref
-	return git.Reference{Branch: ref.Branch, Tag: ref.Tag, Commit: ref.Commit}
 }
 
 // build loads and validates the manifests, and prepares them for apply. Nothing is applied
