@@ -392,8 +392,9 @@ type ImmutableReleaseStatus struct {
 	// +optional
 	LastHandledUnquarantine string `json:"lastHandledUnquarantine,omitempty"`
 
-	// revertConflict is the last revert that conflicted, until the branch head moves or a
-	// revert is pushed.
+	// revertConflict is the last revert that conflicted: it is tried again only once the
+	// branch head moves. Cleared when a revert is pushed or found, or another revision is
+	// applied.
 	// +optional
 	RevertConflict *RevertConflict `json:"revertConflict,omitempty"`
 
