@@ -62,7 +62,7 @@ gitea: control-plane ## Build Gitea into bin/ for the pull-request tests (about 
 	@WITH_GITEA=1 hack/build-test-binaries.sh
 
 .PHONY: bench
-bench: control-plane ## The scale benchmark (docs/benchmarks.md): N releases against the floor, steady state, webhook, drift, rollback, restart. N=100,500,1000 takes about 15 minutes.
+bench: control-plane ## The scale benchmark (docs/benchmarks.md): N releases against the floor, the largest N over 1 and 3 shards, steady state, webhook, drift, rollback, restart. N=100,500,1000 takes about 20 minutes.
 	go run ./hack/bench -n $${N:-100,500,1000} $${BENCH_FLAGS:-}
 
 .PHONY: bench-micro

@@ -14,13 +14,19 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// cpuTimes is the CPU time (user and system) used so far by each running process whose
-// executable is in the bin/ folder, by executable name: the control plane's components and
-// the manager. Several processes of one name add up.
+// cpuTimes is the CPU time (user and system) used so far by each running process that this
+// benchmark started whose executable is in the bin/ folder or is the manager, by executable
+// name: the control plane's components and the manager. Several processes of one name add
+// up. Only this benchmark's own descendants count: other runs on the machine may start the
+// same binaries (bin/ is often a link to one shared folder).
 type cpuTimes map[string]time.Duration
 
-func processCPU(root string) cpuTimes {
-	bin := filepath.Join(root, "bin") + string(filepath.Separator)
+func processCPU(c config) cpuTimes {
+	bin := filepath.Join(c.root, "bin")
+	if resolved, err := filepath.EvalSymlinks(bin); err == nil {
+		bin = resolved
+	}
+	bin += string(filepath.Separator)
 	out := cpuTimes{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -28,7 +34,7 @@ func processCPU(root string) cpuTimes {
 			continue
 		}
 		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil || !strings.HasPrefix(exe, bin) {
+		if err != nil || !(strings.HasPrefix(exe, bin) || c.managerBin != "" && exe == c.managerBin) || !descendsFromSelf(e.Name()) {
 			continue
 		}
 		out[filepath.Base(exe)] += statCPU(filepath.Join("/proc", e.Name(), "stat"))
@@ -36,6 +42,32 @@ func processCPU(root string) cpuTimes {
 	// The benchmark itself: its watches and the Git server share the cores too.
 	out["bench"] = statCPU("/proc/self/stat")
 	return out
+}
+
+// descendsFromSelf says whether the process pid was started by this one, or by one it started.
+func descendsFromSelf(pid string) bool {
+	self := strconv.Itoa(os.Getpid())
+	for range 32 {
+		b, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+		if err != nil {
+			return false
+		}
+		ppid := ""
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+				ppid = strings.TrimSpace(v)
+				break
+			}
+		}
+		switch ppid {
+		case self:
+			return true
+		case "", "0", "1":
+			return false
+		}
+		pid = ppid
+	}
+	return false
 }
 
 // statCPU reads utime and stime from a /proc/<pid>/stat file.

@@ -2,7 +2,8 @@
 // table: cold start of N releases against the floor (the same objects applied with kubectl,
 // no operator, in the same run), then, with the largest N live, one quiet interval, a commit
 // that changes one release (through the webhook and through polling), drift corrections and
-// a rollback. `make bench` runs it; docs/benchmarks.md records the results.
+// a rollback; and the largest N spread over several managers, one per shard (shards.go).
+// `make bench` runs it; docs/benchmarks.md records the results.
 //
 // Every release is one Deployment and one Service at its own path of one Git repository
 // served by the real Git server; the operator runs as its own process, as in production.
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -37,12 +39,16 @@ type config struct {
 	skipFloor  bool
 	latencies  bool
 	requests   bool
+	shards     []int
 	root       string
+	// managerBin is the manager built for this run (buildManager).
+	managerBin string
 }
 
 func main() {
 	var c config
 	sizes := flag.String("n", "100,500,1000", "Comma-separated numbers of releases; the latency figures use the largest.")
+	shards := flag.String("shards", "1,3", "Comma-separated numbers of shards for the sharded cold start of the largest N: as many managers, each with --watch-label-selector (\"\": none).")
 	flag.IntVar(&c.repeat, "repeat", 1, "Cold starts per N (floor, without rollouts, with the operator, in turn); the summary gives the median of each figure, so that one slow minute of the machine does not decide a target.")
 	flag.IntVar(&c.concurrent, "concurrent", 20, "The manager's --concurrent (Flux's benchmark runs kustomize-controller with 20).")
 	flag.IntVar(&c.qps, "kube-api-qps", 300, "The manager's --kube-api-qps, with a burst of three times as many (0: the manager's defaults).")
@@ -54,19 +60,19 @@ func main() {
 	flag.BoolVar(&c.requests, "request-costs", false, "Only measure the CPU each kind of request a release makes costs kube-apiserver and etcd.")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			fmt.Fprintf(os.Stderr, "bench: -n: %q is not a positive number\n", s)
-			os.Exit(2)
-		}
-		c.sizes = append(c.sizes, n)
+	var err error
+	if c.sizes, err = positiveList(*sizes); err != nil || len(c.sizes) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: -n: give at least one positive number:", *sizes)
+		os.Exit(2)
+	}
+	if c.shards, err = positiveList(*shards); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: -shards: %v\n", err)
+		os.Exit(2)
 	}
 	if c.repeat < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -repeat must be at least 1")
 		os.Exit(2)
 	}
-	var err error
 	if c.root, err = controlplane.ModuleRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -92,9 +98,11 @@ func run(ctx context.Context, c config) error {
 		printRequestCosts(os.Stdout, n, costs)
 		return nil
 	}
-	if err := buildManager(c.root); err != nil {
+	var err error
+	if c.managerBin, err = buildManager(c.root); err != nil {
 		return err
 	}
+	defer os.RemoveAll(filepath.Dir(c.managerBin))
 	var rows []coldStart
 	var live *latencies
 	largest := 0
@@ -130,8 +138,34 @@ func run(ctx context.Context, c config) error {
 			rows = append(rows, row)
 		}
 	}
-	printReport(os.Stdout, c, rows, live)
+	var sharded []*shardedStart
+	for _, s := range c.shards {
+		at := fmt.Sprintf("N=%d over %d shards", largest, s)
+		progress("%s: %d managers, each with --watch-label-selector=%s=shardK: %d releases created, labelled round-robin, until all are Ready", at, s, shardKey, largest)
+		row, err := measureSharded(ctx, c, largest, s)
+		if err != nil {
+			return fmt.Errorf("sharded at %s: %w", at, err)
+		}
+		sharded = append(sharded, row)
+	}
+	printReport(os.Stdout, c, rows, sharded, live)
 	return nil
+}
+
+// positiveList reads "100,500,1000"; "" is an empty list.
+func positiveList(s string) ([]int, error) {
+	var out []int
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func progress(format string, args ...any) {

@@ -24,25 +24,35 @@ type manager struct {
 	dir                                 string
 }
 
-func buildManager(root string) error {
+// buildManager builds the manager into a folder of its own and returns its path: bin/ may be
+// shared with other checkouts (a link to one folder of prebuilt binaries) whose runs must not
+// find their manager replaced under them.
+func buildManager(root string) (string, error) {
 	progress("Building the manager")
-	cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", "manager"), "./cmd/manager")
+	dir, err := os.MkdirTemp("", "bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "manager")
+	cmd := exec.Command("go", "build", "-o", path, "./cmd/manager")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the manager: %v: %s", err, out)
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("building the manager: %v: %s", err, out)
 	}
-	return nil
+	return path, nil
 }
 
 // errPortTaken: a port picked free was taken by another process before the manager bound it.
 var errPortTaken = errors.New("a port picked for the manager was taken before it could listen")
 
-// startManager runs bin/manager against the control plane, as its service account (see
-// managerIdentity), and waits until it is ready. Its ports are picked free just before it
-// starts; when another process takes one in between, it starts again on new ones.
-func startManager(c config, kubeconfig string) (*manager, error) {
+// startManager runs the manager built by buildManager against the control plane, as its
+// service account (see managerIdentity), with the flags args added, and waits until it is
+// ready. Its ports are picked free just before it starts; when another process takes one in
+// between, it starts again on new ones.
+func startManager(c config, kubeconfig string, args ...string) (*manager, error) {
 	for attempt := 1; ; attempt++ {
-		m, err := startManagerOnce(c, kubeconfig)
+		m, err := startManagerOnce(c, kubeconfig, args)
 		if !errors.Is(err, errPortTaken) || attempt == 3 {
 			return m, err
 		}
@@ -50,7 +60,7 @@ func startManager(c config, kubeconfig string) (*manager, error) {
 	}
 }
 
-func startManagerOnce(c config, kubeconfig string) (*manager, error) {
+func startManagerOnce(c config, kubeconfig string, args []string) (*manager, error) {
 	dir, err := os.MkdirTemp("", "bench-manager-")
 	if err != nil {
 		return nil, err
@@ -61,7 +71,7 @@ func startManagerOnce(c config, kubeconfig string) (*manager, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	m.cmd = exec.Command(filepath.Join(c.root, "bin", "manager"),
+	m.cmd = exec.Command(c.managerBin,
 		"--kubeconfig="+kubeconfig, "--leader-elect=false",
 		"--metrics-bind-address="+m.metricsAddr, "--metrics-secure=false", "--health-probe-bind-address="+m.probeAddr,
 		"--webhook-bind-address="+m.webhookAddr,
@@ -72,6 +82,7 @@ func startManagerOnce(c config, kubeconfig string) (*manager, error) {
 	if c.qps > 0 {
 		m.cmd.Args = append(m.cmd.Args, fmt.Sprintf("--kube-api-qps=%d", c.qps), fmt.Sprintf("--kube-api-burst=%d", 3*c.qps))
 	}
+	m.cmd.Args = append(m.cmd.Args, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
 		return nil, err

@@ -42,9 +42,15 @@ type coldStart struct {
 	ready   time.Duration // all releases Ready
 	// available is when every Deployment was Available in the operator's run: what is
 	// left of ready after it is the operator noticing and recording the verdicts.
-	available    time.Duration
-	peakRSS      int64 // bytes
-	apiRequests  float64
+	available   time.Duration
+	peakRSS     int64 // bytes
+	apiRequests float64
+	// startRequests and startRSS are the manager's requests and peak RSS before the
+	// releases were created: its fixed cost (the sharded table sets them beside).
+	startRequests float64
+	startRSS      int64
+	// apiServed are the manager's requests as kube-apiserver counted them (managersServed).
+	apiServed    float64
 	gitLists     float64
 	gitFetches   float64
 	reconciles   float64
@@ -124,7 +130,7 @@ func measureFloor(ctx context.Context, c config, n int, row *coldStart) error {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} })
-	cpu0 := processCPU(c.root)
+	cpu0 := processCPU(c)
 	start := time.Now()
 	profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("floor-%d", n), coldStartProfileSeconds(n))
 	out, err := exec.CommandContext(ctx, filepath.Join(c.root, "bin", "kubectl"), "--kubeconfig", cp.KubeconfigPath,
@@ -136,7 +142,7 @@ func measureFloor(ctx context.Context, c config, n int, row *coldStart) error {
 	if err != nil {
 		return err
 	}
-	row.floor, row.floorCPU = end.Sub(start), processCPU(c.root).since(cpu0)
+	row.floor, row.floorCPU = end.Sub(start), processCPU(c).since(cpu0)
 	progress("N=%d: floor %s; CPU used: %s", n, row.floor.Round(100*time.Millisecond), row.floorCPU)
 	if err := profiled(); err != nil {
 		return err
@@ -152,11 +158,21 @@ type fleet struct {
 	srv  *testgit.Server
 	repo *testgit.Repo
 	op   *manager
+	// shards are the managers of a sharded fleet (startShardedFleet), one per selector,
+	// instead of op.
+	shards []*manager
 	// kubeconfig is the manager's identity, for starting it again.
 	kubeconfig string
 }
 
-func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet, err error) {
+// startFleet starts a fleet whose one manager reconciles every release.
+func startFleet(ctx context.Context, c config, n int, workloads bool) (*fleet, error) {
+	return startFleetOf(ctx, c, n, workloads, nil)
+}
+
+// startFleetOf starts a fleet with one manager per selector (its --watch-label-selector),
+// or, without selectors, one manager for every release.
+func startFleetOf(ctx context.Context, c config, n int, workloads bool, selectors []string) (_ *fleet, err error) {
 	f := &fleet{}
 	defer func() {
 		if err != nil {
@@ -195,8 +211,17 @@ func startFleet(ctx context.Context, c config, n int, workloads bool) (_ *fleet,
 	if f.kubeconfig, err = managerIdentity(ctx, c.root, f.cp.Config, f.cl, f.cp.LogDir); err != nil {
 		return nil, err
 	}
-	if f.op, err = startManager(c, f.kubeconfig); err != nil {
-		return nil, err
+	if len(selectors) == 0 {
+		if f.op, err = startManager(c, f.kubeconfig); err != nil {
+			return nil, err
+		}
+	}
+	for _, sel := range selectors {
+		op, err := startManager(c, f.kubeconfig, "--watch-label-selector="+sel)
+		if err != nil {
+			return nil, fmt.Errorf("starting the manager of %s: %w", sel, err)
+		}
+		f.shards = append(f.shards, op)
 	}
 	if err := crdSettled(ctx, f.cl); err != nil {
 		return nil, err
@@ -264,6 +289,9 @@ func (f *fleet) stop() {
 	if f.op != nil {
 		f.op.stop()
 	}
+	for _, op := range f.shards {
+		op.stop()
+	}
 	if f.srv != nil {
 		f.srv.Stop()
 	}
@@ -284,16 +312,16 @@ func measureApplyOnly(ctx context.Context, c config, n int, row *coldStart) erro
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	releases := track(tctx, f.cl, func() client.ObjectList { return &v1alpha1.ImmutableReleaseList{} })
-	cpu0 := processCPU(c.root)
+	cpu0 := processCPU(c)
 	start := time.Now()
-	if err := createReleases(ctx, f.cl, f.repo.URL(), n, c.interval); err != nil {
+	if err := createReleases(ctx, f.cl, f.repo.URL(), n, c.interval, nil); err != nil {
 		return err
 	}
 	appliedAt, err := releases.waitAll(ctx, "releases applied", n, 30*time.Minute, releaseApplied)
 	if err != nil {
 		return f.op.explain(err)
 	}
-	row.applyOnly, row.applyOnlyCPU = appliedAt.Sub(start), processCPU(c.root).since(cpu0)
+	row.applyOnly, row.applyOnlyCPU = appliedAt.Sub(start), processCPU(c).since(cpu0)
 	m, err := f.op.metrics()
 	if err != nil {
 		return err
@@ -319,10 +347,15 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	deployments := track(tctx, cl, func() client.ObjectList { return &appsv1.DeploymentList{} })
 	availableAt := deployments.whenAll(tctx, n, deploymentAvailable)
 
-	cpu0 := processCPU(c.root)
+	m, err := op.metrics()
+	if err != nil {
+		return nil, err
+	}
+	row.startRequests, row.startRSS = m.api(), op.peakRSS()
+	cpu0 := processCPU(c)
 	start := time.Now()
 	profiled := apiServerProfile(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n), coldStartProfileSeconds(n))
-	if err := createReleases(ctx, cl, repo.URL(), n, c.interval); err != nil {
+	if err := createReleases(ctx, cl, repo.URL(), n, c.interval, nil); err != nil {
 		return nil, err
 	}
 	row.createdAfter = time.Since(start)
@@ -340,7 +373,7 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	if at := availableAt(); !at.IsZero() {
 		row.available = at.Sub(start)
 	}
-	row.readyCPU = processCPU(c.root).since(cpu0)
+	row.readyCPU = processCPU(c).since(cpu0)
 	progress("N=%d: CPU used until all were Ready: %s", n, row.readyCPU)
 	if err := profiled(); err != nil {
 		return nil, err
@@ -348,8 +381,12 @@ func measureOperator(ctx context.Context, c config, n int, row *coldStart, measu
 	if err := saveAPIMetrics(ctx, f.cp.Config, fmt.Sprintf("operator-%d", n)); err != nil {
 		return nil, err
 	}
-	m, err := op.metrics()
+	served, err := apiServerMetrics(ctx, f.cp.Config)
 	if err != nil {
+		return nil, err
+	}
+	row.apiServed = managersServed(served)
+	if m, err = op.metrics(); err != nil {
 		return nil, err
 	}
 	row.apiRequests, row.gitLists, row.gitFetches, row.reconciles = m.api(), m.sum("immutable_release_git_lists_total"), m.sum("immutable_release_git_fetches_total"), m.sum("immutable_release_reconcile_total")
@@ -389,7 +426,8 @@ func coldStartProfileSeconds(n int) int {
 	return max(5, n/20)
 }
 
-func createReleases(ctx context.Context, cl client.Client, url string, n int, interval time.Duration) error {
+// createReleases creates releases 0 to n-1, release i with labels(i) (none when labels is nil).
+func createReleases(ctx context.Context, cl client.Client, url string, n int, interval time.Duration, labels func(i int) map[string]string) error {
 	return inParallel(n, 8, func(i int) error {
 		r := &v1alpha1.ImmutableRelease{
 			ObjectMeta: metav1.ObjectMeta{Name: appName(i), Namespace: namespace},
@@ -401,6 +439,9 @@ func createReleases(ctx context.Context, cl client.Client, url string, n int, in
 				Timeout:  &metav1.Duration{Duration: 5 * time.Minute},
 				Prune:    true,
 			},
+		}
+		if labels != nil {
+			r.Labels = labels(i)
 		}
 		if err := cl.Create(ctx, r); err != nil {
 			return fmt.Errorf("creating release %s: %w", r.Name, err)

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
+func printReport(out io.Writer, c config, rows []coldStart, sharded []*shardedStart, l *latencies) {
 	fmt.Fprintf(out, "\nImmutableRelease operator benchmark\n")
 	fmt.Fprintf(out, "command:  %s\n", strings.Join(os.Args, " "))
 	fmt.Fprintf(out, "machine:  %s\n", machine())
@@ -63,6 +63,7 @@ func printReport(out io.Writer, c config, rows []coldStart, l *latencies) {
 	if c.repeat > 1 {
 		printMedians(out, c, rows)
 	}
+	printSharded(out, c, rows, sharded)
 	if l == nil {
 		return
 	}
@@ -131,13 +132,18 @@ func medianOf(v []float64, f string) string {
 	for i, x := range v {
 		each[i] = fmt.Sprintf(f, x)
 	}
+	return fmt.Sprintf(f+" (%s)", median(v), strings.Join(each, ", "))
+}
+
+// median is the median of v, which is not empty.
+func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	m := s[len(s)/2]
 	if len(s)%2 == 0 {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return fmt.Sprintf(f+" (%s)", m, strings.Join(each, ", "))
+	return m
 }
 
 // slowest names the k longest samples with when each began, from the first.

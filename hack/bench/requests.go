@@ -165,7 +165,7 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 			}
 		}
 		profiled := apiServerProfile(ctx, cp.Config, fmt.Sprintf("step-%02d", k+1), 4)
-		before := processCPU(c.root)
+		before := processCPU(c)
 		err := inParallel(n, 10, func(i int) error {
 			if err := st.do(i); err != nil {
 				return fmt.Errorf("%s: %w", st.what, err)
@@ -179,7 +179,7 @@ func measureRequestCosts(ctx context.Context, c config, n int) ([]requestCost, e
 		if err := sleep(ctx, 300*time.Millisecond); err != nil {
 			return nil, err
 		}
-		used := processCPU(c.root).since(before)
+		used := processCPU(c).since(before)
 		if err := profiled(); err != nil {
 			return nil, err
 		}

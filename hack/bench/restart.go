@@ -59,7 +59,7 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 	f.op = nil
 	old.stop()
 	// After the old process is gone, so that the new one's CPU is counted from zero.
-	cpu0 := processCPU(c.root)
+	cpu0 := processCPU(c)
 	start := time.Now()
 	if f.op, err = startManager(c, f.kubeconfig); err != nil {
 		return err
@@ -89,7 +89,7 @@ func (f *fleet) restart(ctx context.Context, c config, releases *tracker, lat *l
 		return f.op.explain(fmt.Errorf("waiting for the new manager's requests to settle: %w", err))
 	}
 	r.settled = lastAt.Sub(start)
-	r.cpu = processCPU(c.root).since(cpu0)
+	r.cpu = processCPU(c).since(cpu0)
 	after, err := apiServerMetrics(ctx, f.cp.Config)
 	if err != nil {
 		return err
