@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,7 +34,9 @@ import (
 // none does. It is one controller with one key for the whole cluster, not a step of a
 // release's reconcile: it watches the releases, the policy and the bindings, so that a
 // policy or binding someone deleted or edited is put back at once. What it decides comes
-// from the cached releases at every reconcile; it remembers nothing.
+// from the cached releases at every reconcile; all it remembers is the resourceVersion of
+// what it last wrote, so that an object the watch cache shows unchanged since is not read
+// or written again.
 //
 // The policy is one for the cluster, but a manager started with --watch-label-selector
 // reconciles only its shard's releases, and every shard's leader runs this controller. So
@@ -58,7 +62,15 @@ type PreventPolicyReconciler struct {
 	// releases holds every release of the cluster, trimmed by preventFields; SetupWithManager
 	// creates it.
 	releases cache.Cache
+	// written holds, per object name, what this controller last wrote or found right (the
+	// desired object, as JSON) and the resourceVersion the API server then had: while the
+	// watch cache shows that resourceVersion, the object is still right. Losing it costs
+	// one read.
+	written sync.Map // string -> writtenAs
 }
+
+// writtenAs is an object as this controller last made it right.
+type writtenAs struct{ desired, resourceVersion string }
 
 // preventPolicyKey is the one key the controller reconciles.
 var preventPolicyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: admission.PolicyName}}
@@ -187,10 +199,23 @@ func (r *PreventPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Req
 		objects = append(objects, b)
 	}
 	for _, o := range objects {
-		var err error
+		// The watch cache holds the policy and bindings: an object it shows as this
+		// controller last made it, or one it shows absent when none is wanted, is not
+		// written, nor read again. Were the cache behind, the watch event that brings it up
+		// to date reconciles again.
+		cached := o.DeepCopyObject().(client.Object)
+		err := r.Get(ctx, client.ObjectKeyFromObject(o), cached)
+		switch {
+		case err != nil && !apierrors.IsNotFound(err):
+		case prevent && err == nil && r.stillWritten(cached, o):
+			continue
+		case !prevent && apierrors.IsNotFound(err):
+			continue
+		}
 		if prevent {
 			err = r.replace(ctx, o)
 		} else {
+			r.written.Delete(o.GetName())
 			err = client.IgnoreNotFound(r.Delete(ctx, o))
 		}
 		if err != nil {
@@ -200,25 +225,42 @@ func (r *PreventPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Req
 	return reconcile.Result{}, nil
 }
 
+// stillWritten says whether the cached object is at the resourceVersion it had when this
+// controller last made it what desired is now.
+func (r *PreventPolicyReconciler) stillWritten(cached, desired client.Object) bool {
+	v, ok := r.written.Load(desired.GetName())
+	return ok && v.(writtenAs).resourceVersion == cached.GetResourceVersion() && v.(writtenAs).desired == asJSON(desired)
+}
+
+func asJSON(o client.Object) string {
+	b, _ := json.Marshal(o)
+	return string(b)
+}
+
 // replace makes the live object exactly desired: its spec whole, and its labels. A server-
 // side apply would leave what others added (a match condition that matches nothing, a
 // selector expression), since those fields would be theirs. An update that changes nothing
 // is not written, so it brings no watch event back.
 func (r *PreventPolicyReconciler) replace(ctx context.Context, desired client.Object) error {
+	r.written.Delete(desired.GetName())
 	live := desired.DeepCopyObject().(client.Object)
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	if apierrors.IsNotFound(err) {
-		return r.Create(ctx, desired.DeepCopyObject().(client.Object))
+		live = desired.DeepCopyObject().(client.Object)
+		err = r.Create(ctx, live)
+	} else if err == nil {
+		switch d := desired.(type) {
+		case *admissionv1.ValidatingAdmissionPolicy:
+			live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
+		}
+		live.SetLabels(desired.GetLabels())
+		err = r.Update(ctx, live)
 	}
 	if err != nil {
 		return err
 	}
-	switch d := desired.(type) {
-	case *admissionv1.ValidatingAdmissionPolicy:
-		live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
-	case *admissionv1.ValidatingAdmissionPolicyBinding:
-		live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
-	}
-	live.SetLabels(desired.GetLabels())
-	return r.Update(ctx, live)
+	r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: live.GetResourceVersion()})
+	return nil
 }
