@@ -206,9 +206,16 @@ func (r *PreventPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Req
 // is not written, so it brings no watch event back.
 func (r *PreventPolicyReconciler) replace(ctx context.Context, desired client.Object) error {
 	live := desired.DeepCopyObject().(client.Object)
-	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	key := client.ObjectKeyFromObject(desired)
+	err := r.APIReader.Get(ctx, key, live)
 	if apierrors.IsNotFound(err) {
-		return r.Create(ctx, desired.DeepCopyObject().(client.Object))
+		err = r.Create(ctx, desired.DeepCopyObject().(client.Object))
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		// Another shard's leader, which found it missing too, created it since our read:
+		// go on with theirs, which is most likely what we would write.
+		err = r.APIReader.Get(ctx, key, live)
 	}
 	if err != nil {
 		return err
