@@ -67,7 +67,7 @@ func GitMetrics(cache *git.Cache) prometheus.Collector {
 }
 
 type gitCollector struct {
-	cache                   *git.Cache
+	cache                           *git.Cache
 	lists, fetches, reverts, stores *prometheus.Desc
 }
 
