@@ -436,6 +436,40 @@ func TestPreventPolicyAcrossShards(t *testing.T) {
 	policyGone(g)
 }
 
+// TestPreventPolicyCreateRace: the leaders of two shards start together and both find the
+// policy missing; the one whose create comes second takes the other's policy as found,
+// without an error, and writes nothing since it is the same.
+func TestPreventPolicyCreateRace(t *testing.T) {
+	g := NewWithT(t)
+	readyRelease(t, "ghcr.io/acme/web@"+digestV1, preventMode)
+	live := &admissionv1.ValidatingAdmissionPolicy{}
+	g.Eventually(func() error {
+		return k8s.Get(ctx, client.ObjectKey{Name: admission.PolicyName}, live)
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	before := versions([]client.Object{live})
+
+	r := &PreventPolicyReconciler{Client: k8s, APIReader: &lateReader{Reader: k8s}}
+	desired := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: live.Name, Labels: live.Labels}, Spec: live.Spec}
+	g.Expect(r.replace(ctx, desired)).To(Succeed())
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: admission.PolicyName}, live)).To(Succeed())
+	g.Expect(versions([]client.Object{live})).To(Equal(before))
+}
+
+// lateReader answers its first Get with NotFound: a read made just before another shard's
+// leader created the object.
+type lateReader struct {
+	client.Reader
+	answered bool
+}
+
+func (r *lateReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if !r.answered {
+		r.answered = true
+		return apierrors.NewNotFound(admissionv1.Resource("validatingadmissionpolicies"), key.Name)
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
 // TestPreventFields: the cache of every release keeps of each only what the policy depends
 // on, and trimming twice is trimming once.
 func TestPreventFields(t *testing.T) {

@@ -244,21 +244,32 @@ func asJSON(o client.Object) string {
 func (r *PreventPolicyReconciler) replace(ctx context.Context, desired client.Object) error {
 	r.written.Delete(desired.GetName())
 	live := desired.DeepCopyObject().(client.Object)
-	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	key := client.ObjectKeyFromObject(desired)
+	err := r.APIReader.Get(ctx, key, live)
 	if apierrors.IsNotFound(err) {
-		live = desired.DeepCopyObject().(client.Object)
-		err = r.Create(ctx, live)
-	} else if err == nil {
-		switch d := desired.(type) {
-		case *admissionv1.ValidatingAdmissionPolicy:
-			live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
-		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
+		created := desired.DeepCopyObject().(client.Object)
+		if err = r.Create(ctx, created); err == nil {
+			r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: created.GetResourceVersion()})
+			return nil
 		}
-		live.SetLabels(desired.GetLabels())
-		err = r.Update(ctx, live)
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		// Another shard's leader, which found it missing too, created it since our read:
+		// go on with theirs, which is most likely what we would write.
+		err = r.APIReader.Get(ctx, key, live)
 	}
 	if err != nil {
+		return err
+	}
+	switch d := desired.(type) {
+	case *admissionv1.ValidatingAdmissionPolicy:
+		live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
+	}
+	live.SetLabels(desired.GetLabels())
+	if err := r.Update(ctx, live); err != nil {
 		return err
 	}
 	r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: live.GetResourceVersion()})

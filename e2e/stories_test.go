@@ -186,17 +186,29 @@ func (s *story) webhook() int {
 		}
 		s.hookReady = true
 	}
-	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, s.url))
+	code, err := deliverPush(s.hookURL(), s.url)
+	s.must(err)
+	return code
+}
+
+// deliverPush posts a signed GitHub push event for the repository at cloneURL to hookURL,
+// a replica's address and a Receiver's path.
+func deliverPush(hookURL, cloneURL string) (int, error) {
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, cloneURL))
 	mac := hmac.New(sha256.New, []byte(webhookSecret))
 	mac.Write(body)
-	req, err := http.NewRequest(http.MethodPost, s.hookURL(), bytes.NewReader(body))
-	s.must(err)
+	req, err := http.NewRequest(http.MethodPost, hookURL, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	resp, err := http.DefaultClient.Do(req)
-	s.must(err)
+	if err != nil {
+		return 0, err
+	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, nil
 }
 
 // specPushThroughWebhook: a new digest pushed with git, announced by the webhook, runs.
