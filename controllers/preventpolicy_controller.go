@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -217,6 +218,11 @@ func (r *PreventPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Req
 		} else {
 			r.written.Delete(o.GetName())
 			err = client.IgnoreNotFound(r.Delete(ctx, o))
+		}
+		if apierrors.IsConflict(err) {
+			// Another shard's leader wrote it since it was read: most likely what this one
+			// would write. Look again from a fresh read, without an error.
+			return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		}
 		if err != nil {
 			return reconcile.Result{}, fmt.Errorf("reconciling the admission policy %s: %w", o.GetName(), err)
