@@ -121,10 +121,15 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.elected = mgr.Elected()
 	r.notifications = make(chan event.GenericEvent, 1024)
 	r.fetched = make(chan event.GenericEvent, 1024)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ImmutableRelease{}, dependencyIndex, dependencyKeys); err != nil {
+		return err
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImmutableRelease{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, predicate.AnnotationChangedPredicate{}),
 		)).
+		// A dependency's change reaches its dependents at once (spec.dependsOn).
+		Watches(&v1alpha1.ImmutableRelease{}, handler.EnqueueRequestsFromMapFunc(r.dependents), builder.WithPredicates(dependencyChanged)).
 		WatchesRawSource(source.Channel(r.notifications, handler.Funcs{GenericFunc: r.enqueueNotified})).
 		WatchesRawSource(source.Channel(r.fetched, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{

@@ -167,6 +167,9 @@ func (r *ImmutableReleaseReconciler) applyOrCompare(ctx context.Context, s *scop
 		r.advanceSnapshot(s)
 		return nil
 	case !settled || obj.Status.LastAppliedRevision != s.revision:
+		if err := r.checkDependencies(ctx, obj); err != nil {
+			return err
+		}
 		return r.apply(ctx, s)
 	default:
 		return r.handleDrift(ctx, s)

@@ -139,6 +139,13 @@ const (
 	// RevertFailedReason: making or pushing the revert failed; it is retried.
 	RevertFailedReason string = "RevertFailed"
 
+	// DependencyNotReadyReason: a release of spec.dependsOn is missing, or not Ready at its
+	// current revision; the new revision waits for it.
+	DependencyNotReadyReason string = "DependencyNotReady"
+
+	// DependencyCycleReason: spec.dependsOn leads back to the release itself.
+	DependencyCycleReason string = "DependencyCycle"
+
 	// NoHealthyRevisionReason: no earlier revision was healthy, so there is nothing to go
 	// back to.
 	NoHealthyRevisionReason string = "NoHealthyRevision"

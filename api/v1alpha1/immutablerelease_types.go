@@ -69,6 +69,16 @@ type ImmutableReleaseSpec struct {
 	// +optional
 	TargetNamespace string `json:"targetNamespace,omitempty"`
 
+	// dependsOn names releases that must be Ready at their current revision before this one
+	// applies a new revision or spec, as Flux's Kustomization spec.dependsOn: CRDs and
+	// controllers first, then the apps that use them. Until then the release is
+	// Ready=False with reason DependencyNotReady, and what it applied before is kept as it
+	// is (drift is still corrected). A cycle is refused (DependencyCycle). A dependency in
+	// another namespace is allowed only to releases of the manager's --unconfined-namespaces.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	DependsOn []meta.NamespacedObjectReference `json:"dependsOn,omitempty"`
+
 	// serviceAccountName is a ServiceAccount in the release's namespace. When set, every call
 	// the operator makes to apply, prune and read the objects is made as that account
 	// (impersonation), so the release can only do what its RBAC allows. Without it, the

@@ -150,6 +150,11 @@ func (in *ImmutableReleaseSpec) DeepCopyInto(out *ImmutableReleaseSpec) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.DependsOn != nil {
+		in, out := &in.DependsOn, &out.DependsOn
+		*out = make([]meta.NamespacedObjectReference, len(*in))
+		copy(*out, *in)
+	}
 	if in.Drift != nil {
 		in, out := &in.Drift, &out.Drift
 		*out = new(DriftSpec)

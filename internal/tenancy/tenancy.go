@@ -9,6 +9,7 @@ package tenancy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -52,6 +53,13 @@ func (p Policy) ServiceAccount(serviceAccountName string) string {
 		return serviceAccountName
 	}
 	return p.DefaultServiceAccount
+}
+
+// MayDependAcross says whether a release of namespace may depend on releases of other
+// namespaces (spec.dependsOn). The operator reads those releases as itself, whatever account
+// the release acts as, so no RBAC guards the read: only the platform's own namespaces may.
+func (p Policy) MayDependAcross(namespace string) bool {
+	return slices.Contains(p.UnconfinedNamespaces, namespace)
 }
 
 // Confined says whether a release of namespace that acts as serviceAccount ("" for the

@@ -1,0 +1,92 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/tenancy"
+)
+
+func dependsOn(names ...string) func(*v1alpha1.ImmutableRelease) {
+	return func(o *v1alpha1.ImmutableRelease) {
+		for _, n := range names {
+			o.Spec.DependsOn = append(o.Spec.DependsOn, meta.NamespacedObjectReference{Name: n})
+		}
+	}
+}
+
+func named(name string) func(*v1alpha1.ImmutableRelease) {
+	return func(o *v1alpha1.ImmutableRelease) { o.Name = name }
+}
+
+// TestDependsOn: an app release created together with the platform release it depends on
+// waits, naming it, until the platform release is Ready at its revision, then applies.
+func TestDependsOn(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	files := sampleFiles("app", "ghcr.io/acme/web@"+digestV1)
+	for k, v := range sampleFiles("platform", "ghcr.io/acme/operator@"+digestV2) {
+		files[k] = v
+	}
+	repo := newRepo(t, ns, files)
+	// The platform release starts suspended: it stands for one still rolling out.
+	platform := newRelease(t, ns, repo, "platform", named("platform"), func(o *v1alpha1.ImmutableRelease) { o.Spec.Suspend = true })
+	app := newRelease(t, ns, repo, "app", named("app"), dependsOn("platform"))
+
+	waiting := waitFor(t, app, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.DependencyNotReadyReason, time.Minute)
+	g.Expect(condition(waiting, meta.ReadyCondition).Message).To(ContainSubstring(ns + "/platform not Ready"))
+	g.Expect(waiting.Status.Inventory).To(BeNil(), "nothing applied while the dependency is not Ready")
+	checkKstatus(t, waiting, status.InProgressStatus)
+
+	live := get(g, platform)
+	live.Spec.Suspend = false
+	g.Expect(k8s.Update(ctx, live)).To(Succeed())
+	waitFor(t, platform, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	// The platform's change reaches the app through the dependency index.
+	g.Expect(operator.dependents(ctx, platform)).To(ConsistOf(HaveField("NamespacedName", client.ObjectKeyFromObject(app))))
+	ready := waitFor(t, app, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, 20*time.Second)
+	g.Expect(ready.Status.Inventory).NotTo(BeNil())
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})).To(Succeed())
+}
+
+// TestDependencyCycle: releases that depend on each other are refused, the cycle named, and
+// nothing of either is applied.
+func TestDependencyCycle(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	a := newRelease(t, ns, repo, "app", named("a"), dependsOn("b"))
+	newRelease(t, ns, repo, "app", named("b"), dependsOn("a"))
+	refused := waitFor(t, a, meta.StalledCondition, metav1.ConditionTrue, v1alpha1.DependencyCycleReason, time.Minute)
+	g.Expect(condition(refused, meta.StalledCondition).Message).To(ContainSubstring(ns + "/a -> " + ns + "/b -> " + ns + "/a"))
+	g.Expect(refused.Status.Inventory).To(BeNil())
+	checkKstatus(t, refused, status.FailedStatus)
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "nothing applied")
+}
+
+// TestDependencyAcrossNamespaces: a tenant's release may not wait on, and so read the state
+// of, another namespace's release; the platform's namespaces may.
+func TestDependencyAcrossNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	other := func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.DependsOn = []meta.NamespacedObjectReference{{Name: "shop", Namespace: "kube-system"}}
+	}
+	obj := newRelease(t, ns, repo, "app", other)
+	refused := waitFor(t, obj, meta.StalledCondition, metav1.ConditionTrue, tenancy.ReasonAccessDenied, time.Minute)
+	g.Expect(condition(refused, meta.StalledCondition).Message).To(ContainSubstring("kube-system/shop, in another namespace"))
+
+	g.Expect(operator.Options.Tenancy.MayDependAcross(unconfinedNamespace)).To(BeTrue())
+	g.Expect(operator.Options.Tenancy.MayDependAcross(ns)).To(BeFalse())
+}
