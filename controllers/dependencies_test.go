@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,6 +57,56 @@ func TestDependsOn(t *testing.T) {
 	ready := waitFor(t, app, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, 20*time.Second)
 	g.Expect(ready.Status.Inventory).NotTo(BeNil())
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})).To(Succeed())
+}
+
+// widgetCRD is a CustomResourceDefinition of a namespaced kind Widget, and widget one of it.
+const widgetCRD = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.deps.example.com
+spec:
+  group: deps.example.com
+  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
+const widget = `apiVersion: deps.example.com/v1
+kind: Widget
+metadata:
+  name: blue
+spec:
+  color: blue
+`
+
+// TestDependsOnCRD: the platform's release installs a CRD and the app's release a custom
+// resource of it. The app, created first, waits for the platform (not failing on a kind the
+// API server does not know yet), and applies once the CRD is in.
+func TestDependsOnCRD(t *testing.T) {
+	g := NewWithT(t)
+	platformNamespace(t)
+	ns := unconfinedNamespace
+	repo := newRepo(t, ns, map[string]string{"crds/widget.yaml": widgetCRD, "widgets/blue.yaml": widget})
+	app := newRelease(t, ns, repo, "widgets", named("widgets"), dependsOn("crds"))
+	waiting := waitFor(t, app, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.DependencyNotReadyReason, time.Minute)
+	g.Expect(condition(waiting, meta.ReadyCondition).Message).To(ContainSubstring(ns + "/crds not found"))
+
+	crds := newRelease(t, ns, repo, "crds", named("crds"))
+	waitFor(t, crds, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	waitFor(t, app, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	blue := &unstructured.Unstructured{}
+	blue.SetAPIVersion("deps.example.com/v1")
+	blue.SetKind("Widget")
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "blue"}, blue)).To(Succeed())
+
+	// The app goes first: deleting the platform's release would prune the CRD under it.
+	deleteRelease(t, app)
+	deleteRelease(t, crds)
 }
 
 // TestDependencyCycle: releases that depend on each other are refused, the cycle named, and

@@ -49,7 +49,16 @@ func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, not
 		return err
 	}
 	defer release()
-	return r.build(s)
+	err = r.build(s)
+	var f *failure
+	if errors.As(err, &f) && !f.stalled {
+		// A revision that names kinds its dependencies install (their CRDs) cannot be
+		// prepared before they are: while they are not Ready, that is what it waits for.
+		if derr := r.checkDependencies(ctx, s.obj); derr != nil {
+			return derr
+		}
+	}
+	return err
 }
 
 // fetchSource lists the remote (or reuses a listing made at or after notBefore) and checks

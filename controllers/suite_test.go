@@ -229,10 +229,11 @@ func newRepo(t *testing.T, namespace string, files map[string]string) *testgit.R
 	g.Expect(repo.Write(files)).To(Succeed())
 	_, err = repo.CommitAndPush("Initial release")
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(k8s.Create(ctx, &corev1.Secret{
+	// The same credentials for every repository: a namespace with two repositories keeps one.
+	g.Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: namespace},
 		StringData: map[string]string{"username": gitServer.Username, "password": gitServer.Password},
-	})).To(Succeed())
+	}))).To(Succeed())
 	return repo
 }
 

@@ -239,11 +239,18 @@ func TestMissingServiceAccount(t *testing.T) {
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 }
 
+// platformNamespace creates the namespace the suite's manager runs unconfined, once.
+func platformNamespace(t *testing.T) {
+	t.Helper()
+	err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unconfinedNamespace}})
+	NewWithT(t).Expect(client.IgnoreAlreadyExists(err)).To(Succeed())
+}
+
 // TestUnconfinedNamespace: the platform's own namespace, opted out by the manager's flag,
 // may apply cluster-scoped objects as the operator, and prunes them on deletion.
 func TestUnconfinedNamespace(t *testing.T) {
 	g := NewWithT(t)
-	g.Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unconfinedNamespace}})).To(Succeed())
+	platformNamespace(t)
 	repo := newRepo(t, unconfinedNamespace, map[string]string{"platform/role.yaml": clusterRoleYAML("platform-tenancy-view")})
 	obj := newRelease(t, unconfinedNamespace, repo, "platform")
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
