@@ -3,10 +3,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,20 +51,8 @@ func specCRDsFirst(t *testing.T) {
 	s.kubectl("-n", s.ns, "create", "serviceaccount", "platform")
 	s.kubectl("create", "clusterrolebinding", s.ns+"-platform", "--clusterrole=cluster-admin", "--serviceaccount="+s.ns+":platform")
 	t.Cleanup(func() { _, _ = kubectl("delete", "clusterrolebinding", s.ns+"-platform", "--ignore-not-found") })
-	platform := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
-kind: ImmutableRelease
-metadata: {name: platform, namespace: %s}
-spec:
-  git: {url: %q, ref: {branch: main}, secretRef: {name: shop-git}}
-  path: ./deploy/platform
-  interval: 1h
-  prune: true
-  serviceAccountName: platform
-`, s.ns, s.url)
-	file := filepath.Join(t.TempDir(), "platform.yaml")
-	s.must(os.WriteFile(file, []byte(platform), 0o644))
 	start := time.Now()
-	s.kubectl("apply", "-f", file)
+	s.apply(s.releaseYAML("platform", "./deploy/platform", "serviceAccountName: platform"))
 
 	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/platform", "--timeout=1m")
 	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")

@@ -224,22 +224,6 @@ func (sc metricsScrape) reconciled(prefix string) map[string]bool {
 	return got
 }
 
-// waitFor polls f until it returns "" or the timeout passes, and fails with f's last word.
-func waitFor(t *testing.T, timeout time.Duration, f func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := f()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // diffKeys names what one set has that the other has not.
 func diffKeys(want, got map[string]bool) string {
 	var missing, extra []string

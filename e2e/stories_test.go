@@ -90,26 +90,37 @@ func (s *story) release(timeout, username, password string, spec ...string) {
 	s.kubectl("create", "namespace", s.ns)
 	s.kubectl("-n", s.ns, "create", "secret", "generic", "shop-git", "--from-literal=username="+username, "--from-literal=password="+password)
 	s.kubectl("-n", s.ns, "create", "secret", "generic", "webhook", "--from-literal=token="+webhookSecret)
-	release := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
+	receiver := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
 kind: Receiver
 metadata: {name: git, namespace: %s}
 spec: {type: github, secretRef: {name: webhook}}
 ---
-apiVersion: release.immutable.dev/v1alpha1
+`, s.ns)
+	s.apply(receiver + s.releaseYAML("shop", "./deploy/prod", append([]string{"timeout: " + timeout}, spec...)...))
+}
+
+// releaseYAML is a release of path in the story's repository, with extra lines of spec.
+func (s *story) releaseYAML(name, path string, spec ...string) string {
+	release := fmt.Sprintf(`apiVersion: release.immutable.dev/v1alpha1
 kind: ImmutableRelease
-metadata: {name: shop, namespace: %s}
+metadata: {name: %s, namespace: %s}
 spec:
   git: {url: %q, ref: {branch: main}, secretRef: {name: shop-git}}
-  path: ./deploy/prod
+  path: %s
   interval: 1h
-  timeout: %s
   prune: true
-`, s.ns, s.ns, s.url, timeout)
+`, name, s.ns, s.url, path)
 	for _, line := range spec {
 		release += "  " + line + "\n"
 	}
-	file := filepath.Join(s.t.TempDir(), "release.yaml")
-	s.must(os.WriteFile(file, []byte(release), 0o644))
+	return release
+}
+
+// apply applies YAML with kubectl.
+func (s *story) apply(yaml string) {
+	s.t.Helper()
+	file := filepath.Join(s.t.TempDir(), "objects.yaml")
+	s.must(os.WriteFile(file, []byte(yaml), 0o644))
 	s.kubectl("apply", "-f", file)
 }
 
@@ -137,9 +148,17 @@ func (s *story) condition(t, field string) string {
 	return out
 }
 
-// eventually polls f until it returns "" or the timeout passes, and fails with f's last word.
+// eventually polls f until it returns "" or the timeout passes, and fails with f's last word
+// and the story's branch and release.
 func (s *story) eventually(timeout time.Duration, f func() string) {
 	s.t.Helper()
+	waitFor(s.t, timeout, f, s.explain)
+}
+
+// waitFor polls f until it returns "" or the timeout passes, and fails with f's last word
+// and what the explain functions say.
+func waitFor(t *testing.T, timeout time.Duration, f func() string, explain ...func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		msg := f()
@@ -147,7 +166,10 @@ func (s *story) eventually(timeout time.Duration, f func() string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("after %s: %s\n%s", timeout, msg, s.explain())
+			for _, e := range explain {
+				msg += "\n" + e()
+			}
+			t.Fatalf("after %s: %s", timeout, msg)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
