@@ -185,7 +185,11 @@ func main() {
 		os.Exit(1)
 	}
 	if webhookAddr != "0" {
-		if err := setupReceiver(mgr, r, webhookAddr, webhookLimits); err != nil {
+		server, err := setupReceiver(mgr, r, webhookAddr, webhookLimits)
+		if err == nil {
+			err = mgr.AddReadyzCheck("receiver", server.Ready)
+		}
+		if err != nil {
 			log.Error(err, "Failed to set up the webhook receiver")
 			os.Exit(1)
 		}
@@ -219,11 +223,11 @@ type receiverLimits struct{ perSource, perReceiver float64 }
 
 // setupReceiver runs the Receiver reconciler and the webhook server on every replica: the
 // reconciler registers each Receiver's path and token, the server answers from them.
-func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, limits receiverLimits) error {
+func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, limits receiverLimits) (*receiver.Server, error) {
 	registry := receiver.NewRegistry()
 	receivers := &controllers.ReceiverReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Registry: registry}
 	if err := receivers.SetupWithManager(mgr); err != nil {
-		return err
+		return nil, err
 	}
 	burst := func(rate float64, least int) int { return max(int(5*rate), least) }
 	handler := &receiver.Handler{
@@ -234,9 +238,10 @@ func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, li
 		Deliveries: receiver.NewDeliveries(receiver.DeliveryWindow),
 		Log:        ctrl.Log.WithName("receiver"),
 	}
-	return mgr.Add(&receiver.Server{Addr: addr, Handler: handler, Prime: func(ctx context.Context) error {
+	server := &receiver.Server{Addr: addr, Handler: handler, Prime: func(ctx context.Context) error {
 		return receivers.Prime(ctx, mgr.GetCache())
-	}})
+	}}
+	return server, mgr.Add(server)
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

@@ -423,3 +423,32 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// The server is ready only while it listens with its Receivers registered: a replica whose
+// readiness probe passes accepts the connection a push makes.
+func TestServerReady(t *testing.T) {
+	g := NewWithT(t)
+	primed := make(chan struct{})
+	listening := make(chan string, 1)
+	s := &Server{Addr: "127.0.0.1:0", Handler: http.NotFoundHandler(),
+		Prime:     func(context.Context) error { <-primed; return nil },
+		Listening: func(addr string) { listening <- addr }}
+	g.Expect(s.Ready(nil)).To(HaveOccurred())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	g.Expect(s.Ready(nil)).To(MatchError(ContainSubstring("not listening yet")), "still registering the Receivers")
+
+	close(primed)
+	addr := <-listening
+	g.Expect(s.Ready(nil)).To(Succeed())
+	resp, err := http.Post("http://"+addr+PathPrefix+"x", "application/json", strings.NewReader("{}"))
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+
+	cancel()
+	g.Expect(<-done).To(Succeed())
+	g.Expect(s.Ready(nil)).To(HaveOccurred())
+}

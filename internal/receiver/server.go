@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,17 @@ type Server struct {
 	// Prime, when set, runs before the server listens: it registers the Receivers, so that
 	// no push after a restart is refused for want of them.
 	Prime func(ctx context.Context) error
+
+	listening atomic.Bool
+}
+
+// Ready is a readiness check: it passes once the server listens with its Receivers
+// registered, so that no Service sends a push to a replica that would refuse the connection.
+func (s *Server) Ready(*http.Request) error {
+	if !s.listening.Load() {
+		return errors.New("the webhook receiver is not listening yet")
+	}
+	return nil
 }
 
 // Start serves until ctx is done.
@@ -33,6 +45,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.listening.Store(true)
+	defer s.listening.Store(false)
 	if s.Listening != nil {
 		s.Listening(ln.Addr().String())
 	}
