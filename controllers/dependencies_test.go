@@ -141,3 +141,56 @@ func TestDependencyAcrossNamespaces(t *testing.T) {
 	g.Expect(operator.Options.Tenancy.MayDependAcross(unconfinedNamespace)).To(BeTrue())
 	g.Expect(operator.Options.Tenancy.MayDependAcross(ns)).To(BeFalse())
 }
+
+// TestDependentsWaitForRevert: one commit upgrades the platform and the app that depends on
+// it, and the platform's new build never becomes healthy. The app applies nothing of that
+// commit while the platform rolls out, fails and is reverted in Git (its path only): it
+// applies its half only once the platform is Ready again, at the revert.
+func TestDependentsWaitForRevert(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	files := sampleFiles("app", "ghcr.io/acme/web@"+digestV1)
+	files["platform/deployment.yaml"] = deploymentYAML("operator", "ghcr.io/acme/operator@"+digestV1)
+	repo := newRepo(t, ns, files)
+	timeout := func(o *v1alpha1.ImmutableRelease) { o.Spec.Timeout = &metav1.Duration{Duration: 5 * time.Second} }
+	platform := newRelease(t, ns, repo, "platform", named("platform"), timeout)
+	app := newRelease(t, ns, repo, "app", named("app"), dependsOn("platform"))
+	waitFor(t, platform, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	waitFor(t, app, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+
+	bad := commit(t, repo, "Upgrade the platform and the app", map[string]string{
+		"platform/deployment.yaml": deploymentYAML("operator", "ghcr.io/acme/operator@"+deadDigest),
+		"app/deployment.yaml":      deploymentYAML("web", "ghcr.io/acme/web@"+digestV2),
+	})
+	// The app hears of the commit first: its dependency is still Ready, at the commit before.
+	reconcileNow(t, app)
+	reconcileNow(t, platform)
+
+	var waited string
+	g.Eventually(func(g Gomega) {
+		cur := get(g.(*WithT), app)
+		if c := condition(cur, meta.ReadyCondition); c.Reason == v1alpha1.DependencyNotReadyReason {
+			waited = c.Message
+		}
+		image := deploymentImage(g, ns, "web")
+		if image == "ghcr.io/acme/web@"+digestV1 {
+			p := get(g.(*WithT), platform)
+			g.Expect(false).To(BeTrue(), "the app still runs its old build: %s; the platform: %s at %s", condition(cur, meta.ReadyCondition).Message, condition(p, meta.ReadyCondition).Message, p.Status.LastAppliedRevision)
+		}
+		// The app's half of the commit is running: by now the platform's half was reverted
+		// and the platform is Ready again.
+		p := get(g.(*WithT), platform)
+		g.Expect(image).To(Equal("ghcr.io/acme/web@"+digestV2), "the app applied what it waited for")
+		g.Expect(readyAtRevision(p)).To(BeTrue(), "the app applied before its dependency was Ready again: %s", condition(p, meta.ReadyCondition).Message)
+		g.Expect(p.Status.LastAppliedRevision).NotTo(Equal("main@sha1:"+bad), "the app applied before its dependency's revert")
+		g.Expect(p.Status.History).To(ContainElement(And(HaveField("Revision", "main@sha1:"+bad), HaveField("RevertedBy", Not(BeEmpty())))))
+	}, 2*time.Minute, 50*time.Millisecond).Should(Succeed())
+	g.Expect(waited).To(ContainSubstring(ns+"/platform not"), "the app said what it waited for")
+	t.Logf("the app waited: %s", waited)
+
+	head := branchHead(g, repo)
+	g.Expect(head).NotTo(Equal(bad), "the platform's half was reverted")
+	g.Expect(deploymentImage(g, ns, "operator")).To(Equal("ghcr.io/acme/operator@" + digestV1))
+	ready := waitFor(t, app, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	g.Expect(ready.Status.LastAppliedRevision).To(Equal("main@sha1:" + head))
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/tenancy"
 )
 
@@ -65,22 +67,37 @@ func (r *ImmutableReleaseReconciler) dependents(ctx context.Context, o client.Ob
 // deleted, or its readiness at its current revision moved.
 var dependencyChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
-		return readyAtRevision(e.ObjectOld.(*v1alpha1.ImmutableRelease)) != readyAtRevision(e.ObjectNew.(*v1alpha1.ImmutableRelease))
+		old, now := e.ObjectOld.(*v1alpha1.ImmutableRelease), e.ObjectNew.(*v1alpha1.ImmutableRelease)
+		return readyAtRevision(old) != readyAtRevision(now) ||
+			readyAtRevision(now) && old.Status.LastAppliedRevision != now.Status.LastAppliedRevision
 	},
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 // readyAtRevision says whether a release is Ready at its current revision and spec: what a
-// dependent waits for (Flux's rule for dependsOn).
+// dependent waits for (Flux's rule for dependsOn). A dependency that follows the same
+// repository and reference must moreover be Ready at the revision the dependent applies
+// (sameSource).
 func readyAtRevision(obj *v1alpha1.ImmutableRelease) bool {
 	return obj.DeletionTimestamp.IsZero() && conditions.IsReady(obj) && obj.Status.ObservedGeneration == obj.Generation &&
 		obj.Status.LastAppliedRevision != "" && obj.Status.LastAppliedRevision == obj.Status.LastAttemptedRevision
 }
 
-// checkDependencies lets a release apply only once every release it depends on is Ready at
-// its current revision. A cycle, or a dependency in another namespace where the platform
-// does not allow one, is refused until the spec changes.
-func (r *ImmutableReleaseReconciler) checkDependencies(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+// sameSource says whether two releases follow the same repository and reference: then a
+// commit is one revision of both, and a dependent applies it only after its dependency
+// has. Without this, a dependent could apply a commit its dependency has not yet seen (the
+// dependency Ready at the commit before), and after a dependency's failed rollout is
+// reverted, its dependents would not wait for the revert to be healthy.
+func sameSource(a, b *v1alpha1.ImmutableRelease) bool {
+	return a.Spec.Git.URL == b.Spec.Git.URL && gitReference(a) == gitReference(b)
+}
+
+// checkDependencies lets a release apply the scope's revision only once every release it
+// depends on is Ready at its current revision, and at that revision itself when it follows
+// the same repository and reference. A cycle, or a dependency in another namespace where
+// the platform does not allow one, is refused until the spec changes.
+func (r *ImmutableReleaseReconciler) checkDependencies(ctx context.Context, s *scope) error {
+	obj, revision := s.obj, s.revision
 	deps := dependencies(obj)
 	if len(deps) == 0 {
 		return nil
@@ -107,12 +124,28 @@ func (r *ImmutableReleaseReconciler) checkDependencies(ctx context.Context, obj 
 			return retry(v1alpha1.DependencyNotReadyReason, fmt.Errorf("reading dependency %s: %w", d, err))
 		case !readyAtRevision(dep):
 			waiting = append(waiting, fmt.Sprintf("%s not Ready at its revision (%s)", d, orNone(conditions.GetMessage(dep, meta.ReadyCondition))))
+		case sameSource(dep, obj) && revision != "" && dep.Status.LastAppliedRevision != revision:
+			waiting = append(waiting, fmt.Sprintf("%s not yet at revision %s (Ready at %s)", d, revision, dep.Status.LastAppliedRevision))
+			r.seenBy(s, d)
 		}
 	}
 	if len(waiting) > 0 {
 		return retry(v1alpha1.DependencyNotReadyReason, fmt.Errorf("waiting for dependencies before applying: %s", strings.Join(waiting, "; ")))
 	}
 	return nil
+}
+
+// seenBy tells the release's Git source that dependency d, on the same reference, is Ready
+// at another revision: if d listed the remote after this release did, the branch may have
+// moved on (a revert of d's failed rollout, a newer push), and the next reconcile looks
+// again, reusing d's listing. A dependency this manager does not reconcile (another
+// shard's) gives no listing time: the remote is listed again as of now.
+func (r *ImmutableReleaseReconciler) seenBy(s *scope, d types.NamespacedName) {
+	at := time.Now()
+	if dep := r.memories.peek(d); dep != nil {
+		at = dep.gitSource().ListedAt
+	}
+	s.mem.updateSource(func(src *git.Source) { src.Seen(at) })
 }
 
 // release reads a release from the cache, or from the API server when the cache does not

@@ -167,7 +167,7 @@ func (r *ImmutableReleaseReconciler) applyOrCompare(ctx context.Context, s *scop
 		r.advanceSnapshot(s)
 		return nil
 	case !settled || obj.Status.LastAppliedRevision != s.revision:
-		if err := r.checkDependencies(ctx, obj); err != nil {
+		if err := r.checkDependencies(ctx, s); err != nil {
 			return err
 		}
 		return r.apply(ctx, s)

@@ -54,7 +54,7 @@ func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, not
 	if errors.As(err, &f) && !f.stalled {
 		// A revision that names kinds its dependencies install (their CRDs) cannot be
 		// prepared before they are: while they are not Ready, that is what it waits for.
-		if derr := r.checkDependencies(ctx, s.obj); derr != nil {
+		if derr := r.checkDependencies(ctx, s); derr != nil {
 			return derr
 		}
 	}

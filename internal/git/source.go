@@ -106,5 +106,14 @@ func (s *Source) Push(at time.Time, changed bool) {
 	s.PushedAt, s.Changed = at, changed
 }
 
+// Seen records that another release following the same reference listed the remote at at
+// and is at another revision than this one: when that listing is newer than this release's,
+// the next reconcile lists the remote again, as of at (a listing made since serves it).
+func (s *Source) Seen(at time.Time) {
+	if at.After(s.PushedAt) {
+		s.PushedAt = at
+	}
+}
+
 // Refresh has the next reconcile list the remote fresh, at once.
 func (s *Source) Refresh() { s.Fresh = true }

@@ -37,6 +37,16 @@ func TestSourceDue(t *testing.T) {
 			look:   look, due: true, notBefore: now.Add(-2 * time.Second)},
 		{name: "listing made after the push saw it", source: func() Source { s := checked(time.Second); s.Push(now.Add(-2*time.Second), true); return s }(),
 			look: look, due: false, notBefore: now.Add(-minute)},
+		{name: "a dependency on the same reference listed after this release", source: func() Source { s := checked(time.Second); s.Seen(now.Add(-200 * time.Millisecond)); return s }(),
+			look: look, due: true, notBefore: now.Add(-200 * time.Millisecond)},
+		{name: "a dependency on the same reference listed before this release", source: func() Source { s := checked(time.Second); s.Seen(now.Add(-3 * time.Second)); return s }(),
+			look: look, due: false, notBefore: now.Add(-minute)},
+		{name: "an older sighting does not hide a newer push", source: func() Source {
+			s := checked(time.Second)
+			s.Push(now.Add(-100*time.Millisecond), true)
+			s.Seen(now.Add(-900 * time.Millisecond))
+			return s
+		}(), look: look, due: true, notBefore: now.Add(-100 * time.Millisecond)},
 		{name: "push announced by another replica", source: checked(time.Second),
 			look: with(func(l *Look) { l.PushAnnotation = now.Add(-300 * time.Millisecond).Format(time.RFC3339Nano) }), due: true, notBefore: now.Add(-300 * time.Millisecond)},
 		{name: "annotated push already served", source: func() Source { s := checked(time.Second); s.HandledPush = "2026-12-02T11:59:59Z"; return s }(),
