@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/cli"
 	"github.com/immutable-release/operator/internal/testsops"
 )
 
@@ -63,6 +66,22 @@ func TestDecryptionSOPS(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 	expectReleaseHidesPassword(g, obj)
 	applied := cur.Status.LastAppliedRevision
+
+	// kubectl release diff decrypts with the key it is given and masks the values; without
+	// it, the encrypted file is named.
+	keyFile := filepath.Join(t.TempDir(), "keys.txt")
+	g.Expect(os.WriteFile(keyFile, key.Private, 0o600)).To(Succeed())
+	t.Setenv("SOPS_AGE_KEY_FILE", "")
+	t.Setenv("SOPS_AGE_KEY", "")
+	code, out, errOut := kubectlRelease("diff", "shop", "-n", ns, "--age-key-file", keyFile)
+	g.Expect(code).To(Equal(cli.ExitDiffers), out+errOut)
+	g.Expect(out).To(ContainSubstring("Secret/" + ns + "/db configured: data[password]\n"))
+	g.Expect(out).To(ContainSubstring("-  password: (value hidden, before)\n+  password: (value hidden, after)\n"))
+	expectNoPassword(g, out+errOut)
+	code, out, errOut = kubectlRelease("diff", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitFailed))
+	g.Expect(out).To(ContainSubstring("app/secret.yaml: the file is SOPS-encrypted"))
+	expectNoPassword(g, out+errOut)
 
 	// A new revision whose Secret is encrypted for another key, and which changes the
 	// ConfigMap too: refused whole, the file named, the ConfigMap left as it was.
