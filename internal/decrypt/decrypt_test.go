@@ -173,3 +173,25 @@ func tamperMAC(t *testing.T, enc []byte) []byte {
 	end := bytes.IndexByte(enc[i:], '\n')
 	return append(append(bytes.Clone(enc[:i]), "mac: ENC[AES256_GCM,data:AAAA,iv:AAAAAAAAAAAAAAAAAAAAAA==,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]"...), enc[i+end:]...)
 }
+
+// FuzzDecrypt: whatever a repository serves as a file, Decrypt returns an error or a
+// result, without panicking or exhausting the stack; a changed encrypted file never
+// decrypts to a value it did not hold.
+func FuzzDecrypt(f *testing.F) {
+	key := testsops.NewKey(f)
+	d, err := decrypt.New(key.Private)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("secret.yaml", testsops.Encrypt(f, "secret.yaml", []byte(secretYAML), key.Recipient))
+	f.Add("secret.json", testsops.Encrypt(f, "secret.json", []byte(`{"kind":"Secret","data":{"a":"b"}}`), key.Recipient))
+	f.Add("app.env", testsops.Encrypt(f, "app.env", []byte("A=b\n"), key.Recipient))
+	f.Add("tls.key", testsops.Encrypt(f, "tls.key", []byte("bin"), key.Recipient))
+	f.Add("x.yaml", []byte("sops: {mac: x}\ndata: [[[[]]]]\n"))
+	f.Fuzz(func(t *testing.T, file string, data []byte) {
+		out, err := d.Decrypt(file, data)
+		if err == nil && !decrypt.Encrypted(file, data) && !bytes.Equal(out, data) {
+			t.Fatalf("a plain file changed")
+		}
+	})
+}
