@@ -4,7 +4,8 @@
 // Only age keys are used, and only those given to New: the SOPS libraries would otherwise
 // look for keys in the manager's environment and home folder (SOPS_AGE_KEY_FILE, ~/.config)
 // and run age plugins, which would let one tenant's file be decrypted with keys the tenant
-// was never given.
+// was never given. (The SOPS audit package, linked in by the libraries, reads
+// /etc/sops/audit.yaml once at start: a file of the manager's image, not of any tenant.)
 package decrypt
 
 import (
