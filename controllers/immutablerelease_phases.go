@@ -21,6 +21,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/apply"
+	"github.com/immutable-release/operator/internal/decrypt"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/health"
 	"github.com/immutable-release/operator/internal/manifest"
@@ -40,6 +41,8 @@ type scope struct {
 	// auth is what Git was read with, when this reconcile read it.
 	auth *git.Auth
 	dir  string
+	// decryptor holds the age keys of spec.decryption for this build; nil without it.
+	decryptor *decrypt.Decryptor
 	// objects are prepared for apply: namespaces set, owner labels added.
 	objects []*unstructured.Unstructured
 	// changed is true when the apply created or changed an object: a new rollout begins.
@@ -240,7 +243,7 @@ func (r *ImmutableReleaseReconciler) identity(obj *v1alpha1.ImmutableRelease) st
 // unless all of them pass.
 func (r *ImmutableReleaseReconciler) build(s *scope) error {
 	obj := s.obj
-	objects, err := manifest.Build(s.dir, obj.Spec.Path, r.Options.Limits)
+	objects, err := manifest.BuildDecrypted(s.dir, obj.Spec.Path, r.Options.Limits, s.decryptor)
 	if err != nil {
 		var merr *manifest.Error
 		if errors.As(err, &merr) {

@@ -49,6 +49,9 @@ func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, not
 		return err
 	}
 	defer release()
+	if s.decryptor, err = r.decryptor(ctx, s.obj); err != nil {
+		return err
+	}
 	err = r.build(s)
 	var f *failure
 	if errors.As(err, &f) && !f.stalled {

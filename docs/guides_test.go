@@ -44,6 +44,7 @@ var guides = []string{
 	"guides/multi-tenancy.md",
 	"guides/receivers.md",
 	"guides/sharding.md",
+	"guides/sops.md",
 }
 
 // doc is one YAML document of a fenced block.

@@ -146,6 +146,12 @@ const (
 	// DependencyCycleReason: spec.dependsOn leads back to the release itself.
 	DependencyCycleReason string = "DependencyCycle"
 
+	// DecryptionFailedReason: a SOPS-encrypted file of the revision does not decrypt (no
+	// matching age key, a changed file whose MAC no longer matches), the revision holds an
+	// encrypted file and spec.decryption is unset, or the key Secret holds no age key.
+	// Nothing of the revision is applied. A missing key Secret is retried.
+	DecryptionFailedReason string = "DecryptionFailed"
+
 	// NoHealthyRevisionReason: no earlier revision was healthy, so there is nothing to go
 	// back to.
 	NoHealthyRevisionReason string = "NoHealthyRevision"

@@ -79,6 +79,13 @@ type ImmutableReleaseSpec struct {
 	// +optional
 	DependsOn []meta.NamespacedObjectReference `json:"dependsOn,omitempty"`
 
+	// decryption decrypts the SOPS-encrypted files of the revision as they are built, as
+	// Flux's Kustomization spec.decryption: in memory, never written to disk. A file that does
+	// not decrypt refuses the revision (DecryptionFailed); without decryption, an encrypted
+	// file refuses it too, as ciphertext is never applied.
+	// +optional
+	Decryption *Decryption `json:"decryption,omitempty"`
+
 	// serviceAccountName is a ServiceAccount in the release's namespace. When set, every call
 	// the operator makes to apply, prune and read the objects is made as that account
 	// (impersonation), so the release can only do what its RBAC allows. Without it, the
@@ -272,6 +279,20 @@ const (
 	// workloads (a ValidatingAdmissionPolicy), and corrects whatever else drifts.
 	DriftPrevent DriftMode = "Prevent"
 )
+
+// Decryption says how the encrypted files of a release are decrypted.
+type Decryption struct {
+	// provider is the decryption engine: sops, with age keys.
+	// +kubebuilder:validation:Enum=sops
+	// +required
+	Provider string `json:"provider"`
+
+	// secretRef names a Secret in the release's namespace holding age private keys, each
+	// under an entry whose name ends in .agekey (as Flux's sops-age Secret). Required: keys
+	// are never taken from the manager's environment.
+	// +optional
+	SecretRef *meta.LocalObjectReference `json:"secretRef,omitempty"`
+}
 
 // DriftSpec configures drift handling.
 type DriftSpec struct {

@@ -53,18 +53,24 @@ type diffResult struct {
 }
 
 func (o *options) diffCommand() *cobra.Command {
-	var output string
+	var output, ageKeyFile string
 	cmd := &cobra.Command{
 		Use:   "diff NAME",
 		Short: "What applying Git's head would change in the cluster now (server-side dry run)",
 		Long: "diff fetches the release's Git reference as the operator does (with the credentials of its\n" +
 			"secretRef, read with your kubeconfig), builds and validates the manifests, and dry-runs a\n" +
 			"server-side apply of every object as you (add --as to act as the release's service account).\n" +
-			"Exit code 0: nothing would change; 6: something would; other codes: see kubectl release --help.",
+			"Exit code 0: nothing would change; 6: something would; other codes: see kubectl release --help.\n\n" +
+			"SOPS-encrypted files are decrypted in memory with --age-key-file (or $SOPS_AGE_KEY_FILE, $SOPS_AGE_KEY);\n" +
+			"the key Secret of spec.decryption is not read. Secret values are shown masked.",
 		Args: exactlyOne,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
 				return usageError{fmt.Errorf("unknown output %q: use text or json", output)}
+			}
+			dec, err := ageDecryptor(ageKeyFile)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			c, rel, err := o.getRelease(ctx, args[0])
@@ -76,7 +82,7 @@ func (o *options) diffCommand() *cobra.Command {
 				return err
 			}
 			defer cleanup()
-			objects, err := manifest.Build(dir, rel.Spec.Path, manifest.DefaultLimits)
+			objects, err := manifest.BuildDecrypted(dir, rel.Spec.Path, manifest.DefaultLimits, dec)
 			var merr *manifest.Error
 			if errors.As(err, &merr) {
 				for _, p := range merr.Problems {
@@ -109,6 +115,7 @@ func (o *options) diffCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json.")
+	addAgeKeyFlag(cmd, &ageKeyFile)
 	return cmd
 }
 

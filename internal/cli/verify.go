@@ -27,7 +27,7 @@ type verifyResult struct {
 }
 
 func (o *options) verifyCommand() *cobra.Command {
-	var output, against string
+	var output, against, ageKeyFile string
 	cmd := &cobra.Command{
 		Use:   "verify PATH [--against NAME]",
 		Short: "Check a release folder as the operator would: every image pinned, manifests valid (no cluster needed)",
@@ -36,7 +36,9 @@ func (o *options) verifyCommand() *cobra.Command {
 			"Each problem is printed as file:line: object container: message; the exit code is 1 when there is any.\n\n" +
 			"With --against NAME and a kubeconfig, a valid folder is also dry-run against the cluster as the\n" +
 			"release NAME would apply it, and what would change is shown as kubectl release diff shows it.\n" +
-			"Changes do not fail verify; the API server refusing an object does (exit code 1).",
+			"Changes do not fail verify; the API server refusing an object does (exit code 1).\n\n" +
+			"SOPS-encrypted files are decrypted in memory with --age-key-file (or $SOPS_AGE_KEY_FILE, $SOPS_AGE_KEY);\n" +
+			"without a key they are reported (DecryptionFailed). Secret values are never printed.",
 		Args: exactlyOne,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
@@ -51,8 +53,12 @@ func (o *options) verifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			dec, err := ageDecryptor(ageKeyFile)
+			if err != nil {
+				return err
+			}
 			res := verifyResult{Path: args[0], Valid: true}
-			objects, err := manifest.Build(root, rel, manifest.DefaultLimits)
+			objects, err := manifest.BuildDecrypted(root, rel, manifest.DefaultLimits, dec)
 			var merr *manifest.Error
 			switch {
 			case errors.As(err, &merr):
@@ -99,6 +105,7 @@ func (o *options) verifyCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json.")
 	cmd.Flags().StringVar(&against, "against", "", "Also dry-run the folder against the cluster as this release (in -n) would apply it.")
+	addAgeKeyFlag(cmd, &ageKeyFile)
 	return cmd
 }
 

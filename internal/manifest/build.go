@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	goyaml "go.yaml.in/yaml/v3"
+
+	"github.com/immutable-release/operator/internal/decrypt"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
@@ -60,18 +62,31 @@ type Object struct {
 // Unless limits.AllowRemoteBases, a kustomization that names anything remote is refused
 // before kustomize runs, with ReasonRemoteResourceRefused.
 // The returned error is an *Error whenever the content, not the machine, is at fault.
+// A SOPS-encrypted file is refused (ReasonDecryptionFailed): see BuildDecrypted.
 func Build(root, path string, limits Limits) ([]Object, error) {
+	return BuildDecrypted(root, path, limits, nil)
+}
+
+// BuildDecrypted is Build with the SOPS-encrypted files decrypted by d as they are read,
+// in memory: plain manifests, and, for kustomize, every file it reads (resources, and the
+// files and env files of Secret generators). The checkout on disk keeps the ciphertext.
+// A file that does not decrypt refuses the build with ReasonDecryptionFailed, naming it;
+// so does an encrypted file when d is nil.
+func BuildDecrypted(root, path string, limits Limits, d *decrypt.Decryptor) ([]Object, error) {
 	dir, rel, err := resolvePath(root, path)
 	if err != nil {
 		return nil, err
 	}
 	var objects []Object
 	if k := kustomizationFile(dir); k != "" {
-		objects, err = buildKustomization(root, dir, filepath.Join(rel, k), limits)
+		objects, err = buildKustomization(root, dir, filepath.Join(rel, k), limits, d)
 	} else {
-		objects, err = readDir(root, dir, limits)
+		objects, err = readDir(root, dir, limits, d)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := checkDecrypted(objects); err != nil {
 		return nil, err
 	}
 	if err := checkObjects(objects, limits); err != nil {
@@ -119,8 +134,8 @@ func within(root, p string) bool {
 	return err == nil && r != ".." && !strings.HasPrefix(r, ".."+string(filepath.Separator))
 }
 
-// readDir reads every YAML file under dir.
-func readDir(root, dir string, limits Limits) ([]Object, error) {
+// readDir reads every YAML file under dir, decrypting those SOPS encrypted.
+func readDir(root, dir string, limits Limits, d *decrypt.Decryptor) ([]Object, error) {
 	realRoot, err := filepath.EvalSymlinks(root)
 	if err != nil {
 		return nil, err
@@ -150,6 +165,7 @@ func readDir(root, dir string, limits Limits) ([]Object, error) {
 	var (
 		objects  []Object
 		problems []Problem
+		refusals []Problem
 		total    int64
 	)
 	for _, p := range files {
@@ -180,9 +196,20 @@ func readDir(root, dir string, limits Limits) ([]Object, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", name, err)
 		}
-		objs, probs := Parse(name, data)
+		plain, decrypted, err := decryptFile(d, name, data, limits)
+		if err != nil {
+			refusals = append(refusals, Problem{File: name, Message: err.Error()})
+			continue
+		}
+		objs, probs := Parse(name, plain)
+		if decrypted {
+			probs = withheld(probs)
+		}
 		objects = append(objects, objs...)
 		problems = append(problems, probs...)
+	}
+	if len(refusals) > 0 {
+		return nil, newError(ReasonDecryptionFailed, refusals...)
 	}
 	if len(problems) > 0 {
 		return nil, newError(ReasonInvalidManifest, problems...)

@@ -15,6 +15,9 @@ const (
 	// ReasonRemoteResourceRefused: a kustomization names a remote URL or Git repository while
 	// Limits.AllowRemoteBases is off. Only the platform admin can allow them.
 	ReasonRemoteResourceRefused = "RemoteResourceRefused"
+	// ReasonDecryptionFailed: a SOPS-encrypted file does not decrypt with the release's keys,
+	// or the release has none.
+	ReasonDecryptionFailed = "DecryptionFailed"
 )
 
 // Problem is one thing wrong with the manifests, located as precisely as the input allows.
@@ -73,6 +76,8 @@ func (e *Error) Error() string {
 		summary = "path not found"
 	case ReasonRemoteResourceRefused:
 		summary = "remote resources refused"
+	case ReasonDecryptionFailed:
+		summary = "decryption failed, nothing was applied"
 	default:
 		summary = "invalid manifests"
 	}

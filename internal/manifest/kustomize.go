@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/openapi"
 	"sigs.k8s.io/kustomize/kyaml/openapi/kubernetesapi"
+
+	"github.com/immutable-release/operator/internal/decrypt"
 )
 
 // kustomizationFile returns the name of the kustomization file in dir, or "".
@@ -29,7 +31,7 @@ func kustomizationFile(dir string) string {
 // symlink) does not. Plugins and Helm charts are off. Unless limits allow remote bases,
 // nothing is fetched: every reachable kustomization is scanned first, and kustomize's file
 // system checks again each file it reads. Input and output are held to the limits.
-func buildKustomization(root, dir, file string, limits Limits) ([]Object, error) {
+func buildKustomization(root, dir, file string, limits Limits, d *decrypt.Decryptor) ([]Object, error) {
 	file = filepath.ToSlash(file)
 	realRoot, err := filepath.EvalSymlinks(root)
 	if err != nil {
@@ -45,6 +47,7 @@ func buildKustomization(root, dir, file string, limits Limits) ([]Object, error)
 	if err != nil {
 		return nil, err
 	}
+	fsys.decryptor = d
 	for _, d := range configDirs {
 		if err := checkBuiltConfigs(fsys, d); err != nil {
 			return nil, err
@@ -55,9 +58,9 @@ func buildKustomization(root, dir, file string, limits Limits) ([]Object, error)
 		return nil, fsys.refused
 	}
 	if err != nil {
-		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: "kustomize build failed: " + err.Error()})
+		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: "kustomize build failed: " + fsys.redact(err)})
 	}
-	return kustomizeOutput(resources, file, limits)
+	return kustomizeOutput(resources, file, limits, len(fsys.decrypted) > 0)
 }
 
 // checkBuiltConfigs builds a folder that generators, transformers or validators name, and
@@ -71,7 +74,7 @@ func checkBuiltConfigs(fsys *kustomizeFS, dir string) error {
 		return fsys.refused
 	}
 	if err != nil {
-		return newError(ReasonInvalidManifest, Problem{File: name, Message: "kustomize build failed: " + err.Error()})
+		return newError(ReasonInvalidManifest, Problem{File: name, Message: "kustomize build failed: " + fsys.redact(err)})
 	}
 	var docs []any
 	for _, r := range resources.Resources() {
@@ -127,7 +130,8 @@ func restoreBuiltinSchema() {
 // kustomizeOutput turns kustomize's resources into objects, within the limits: a few small
 // files can render to far more (many overlays of one base, a large label set on every object),
 // and MaxTotalSize bounds what the release holds, not only what the repository holds.
-func kustomizeOutput(resources resmap.ResMap, file string, limits Limits) ([]Object, error) {
+// When the build read decrypted files, problems say where, not what: they could quote a value.
+func kustomizeOutput(resources resmap.ResMap, file string, limits Limits, decrypted bool) ([]Object, error) {
 	if n := resources.Size(); n > limits.MaxObjects {
 		return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: fmt.Sprintf("kustomize output holds %d objects, over the limit of %d", n, limits.MaxObjects)})
 	}
@@ -149,6 +153,9 @@ func kustomizeOutput(resources resmap.ResMap, file string, limits Limits) ([]Obj
 			return nil, newError(ReasonInvalidManifest, Problem{File: file, Message: fmt.Sprintf("kustomize output exceeds the limit of %d bytes in all", limits.MaxTotalSize)})
 		}
 		objs, problems := Parse(file, data)
+		if decrypted {
+			problems = withheld(problems)
+		}
 		if len(problems) > 0 {
 			return nil, newError(ReasonInvalidManifest, problems...)
 		}

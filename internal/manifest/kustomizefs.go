@@ -11,6 +11,8 @@ import (
 	kfilesys "github.com/fluxcd/pkg/kustomize/filesys"
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/immutable-release/operator/internal/decrypt"
 )
 
 // errReadOnly answers every write: building never writes, so a write is a kustomize feature
@@ -33,6 +35,9 @@ type kustomizeFS struct {
 	allowRemote bool
 	cloneDirs   string
 	read        int64
+	// decryptor decrypts the SOPS files kustomize reads; decrypted names them.
+	decryptor *decrypt.Decryptor
+	decrypted []string
 	// refused is the first refusal. kustomize wraps or swallows the errors it gets from a file
 	// system, so the build reports this one instead, and fails even if kustomize carried on.
 	refused *Error
@@ -90,6 +95,14 @@ func (k *kustomizeFS) ReadFile(path string) ([]byte, error) {
 	}
 	if int64(len(data)) > k.limits.MaxFileSize {
 		return nil, k.refuse(ReasonInvalidManifest, Problem{File: k.name(path), Message: fmt.Sprintf("file is over the limit of %d bytes", k.limits.MaxFileSize)})
+	}
+	plain, decrypted, err := decryptFile(k.decryptor, k.name(path), data, k.limits)
+	if err != nil {
+		return nil, k.refuse(ReasonDecryptionFailed, Problem{File: k.name(path), Message: err.Error()})
+	}
+	if decrypted {
+		k.decrypted = append(k.decrypted, k.name(path))
+		data = plain
 	}
 	if !k.allowRemote {
 		if problems := k.remoteEntries(path, data); len(problems) > 0 {
