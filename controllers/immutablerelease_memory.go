@@ -1,13 +1,16 @@
 package controllers
 
 import (
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/fluxcd/pkg/apis/kustomize"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/health"
 )
 
 // memory is what this process remembers of one release between reconciles, to save
@@ -39,6 +42,15 @@ type memory struct {
 	// identity is the user the release's client acts as ("" for the operator itself): the
 	// clients nobody's memory names are dropped.
 	identity string
+	// exprs is spec.healthCheckExprs as last compiled.
+	exprs compiledExprs
+}
+
+// compiledExprs is spec.healthCheckExprs and what compiling them gave.
+type compiledExprs struct {
+	specs []kustomize.CustomHealthCheck
+	exprs *health.Exprs
+	err   error
 }
 
 // lastCheck is what the last look at Git gave: the prepared objects, or the failure.
@@ -192,6 +204,25 @@ func (m *memory) setIdentity(user string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.identity = user
+}
+
+// healthExprs returns specs compiled: compiling costs about a millisecond an expression, so
+// the last compiled are reused while the spec holds the same.
+func (m *memory) healthExprs(specs []kustomize.CustomHealthCheck) (*health.Exprs, error) {
+	if m == nil {
+		return health.CompileExprs(specs)
+	}
+	m.mu.Lock()
+	c := m.exprs
+	m.mu.Unlock()
+	if c.specs != nil && slices.Equal(c.specs, specs) {
+		return c.exprs, c.err
+	}
+	exprs, err := health.CompileExprs(specs)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.exprs = compiledExprs{specs: slices.Clone(specs), exprs: exprs, err: err}
+	return exprs, err
 }
 
 // lastSnapshot returns the snapshot, or nil. Snapshots are never changed once stored: the

@@ -57,6 +57,10 @@ type scope struct {
 	// answers are the objects as the API server answered this reconcile's apply or
 	// corrections, by object ID: as fresh as a read, so the health check does not read them.
 	answers map[string]*unstructured.Unstructured
+	// exprs are spec.healthCheckExprs compiled; healthChecks the objects spec.healthChecks
+	// names (prepareHealth).
+	exprs        *health.Exprs
+	healthChecks []*unstructured.Unstructured
 }
 
 // answered reads the objects this reconcile applied from the API server's answers, and
@@ -121,6 +125,9 @@ func (s *scope) remember(objects, live []*unstructured.Unstructured) {
 func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (ctrl.Result, error) {
 	s, err := r.newScope(ctx, obj, mem)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.prepareHealth(s); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.liftQuarantine(obj)
@@ -351,7 +358,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 		applied = snap.objects
 	}
 	reader := answered{Reader: watched{Reader: s.client, watches: &r.watches, applied: applied}, answers: s.answers}
-	res, err := health.Check(ctx, reader, r.withStatus(ctx, s, objects))
+	res, err := health.Check(ctx, reader, withHealthChecks(r.withStatus(ctx, s, objects), s.healthChecks), s.exprs)
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
 	}

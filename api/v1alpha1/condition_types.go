@@ -105,6 +105,12 @@ const (
 	// within spec.timeout, or kstatus reports it Failed.
 	HealthCheckFailedReason string = "HealthCheckFailed"
 
+	// InvalidHealthCheckExprReason: an entry of spec.healthCheckExprs cannot be used: an
+	// expression that does not parse or compile, or that gives something other than a bool,
+	// or two entries for one kind. The message names the entry's field and kind. Nothing of
+	// the spec is applied; terminal until the spec changes.
+	InvalidHealthCheckExprReason string = "InvalidHealthCheckExpr"
+
 	// HealthCheckPendingReason: the applied objects are still rolling out, within spec.timeout.
 	HealthCheckPendingReason string = "HealthCheckPending"
 

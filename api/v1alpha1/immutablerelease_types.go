@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"time"
 
+	"github.com/fluxcd/pkg/apis/kustomize"
 	"github.com/fluxcd/pkg/apis/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -48,6 +49,29 @@ type ImmutableReleaseSpec struct {
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// healthChecks names objects that the release does not apply but whose health its
+	// rollouts wait for, as Flux's Kustomization spec.healthChecks: a HelmRelease, a
+	// Deployment a controller makes. They are judged as the applied objects are (kstatus,
+	// or healthCheckExprs for their kind) within spec.timeout; one that does not exist is in
+	// progress. Without namespace, the release's own; another namespace, or a
+	// cluster-scoped object, only where the release may apply there (AccessDenied).
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	HealthChecks []meta.NamespacedObjectKindReference `json:"healthChecks,omitempty"`
+
+	// healthCheckExprs judge custom resources by CEL expressions, in the schema of Flux's
+	// Kustomization spec.healthCheckExprs: for each apiVersion and kind (every kind of the
+	// group when kind is empty), current, and optionally inProgress and failed, evaluated on
+	// the object in that order; the first true decides, none true is in progress. A failed
+	// custom resource fails the rollout, and the revision is rolled back as for a failed
+	// Deployment. An expression that does not compile stalls the release
+	// (InvalidHealthCheckExpr); each evaluation may cost at most 100000 CEL cost units.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(e, size(e.current) > 0)",message="healthCheckExprs[].current is required: the expression that says the object is healthy"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, size(e.current) <= 1024 && (!has(e.inProgress) || size(e.inProgress) <= 1024) && (!has(e.failed) || size(e.failed) <= 1024))",message="a healthCheckExprs expression may be at most 1024 characters long"
+	// +optional
+	HealthCheckExprs []kustomize.CustomHealthCheck `json:"healthCheckExprs,omitempty"`
 
 	// suspend stops all fetching and applying while true. Objects in the cluster stay as they
 	// are. Setting it back to false catches up with Git at once.

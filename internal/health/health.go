@@ -1,6 +1,7 @@
 // Package health judges whether the objects of an applied revision have rolled out, with
 // kstatus: a Deployment is Current when its new ReplicaSet is available, a Job when it has
-// completed, and so on. It reads each object once and never waits.
+// completed, and so on; and custom resources by the CEL expressions of
+// spec.healthCheckExprs (Exprs), as Flux does. It reads each object once and never waits.
 package health
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -54,25 +56,35 @@ func (r Result) Message() string {
 	}
 }
 
-// Check reads every object and computes its kstatus. Objects that are gone count as
-// progressing: they are recreated at the next apply.
-func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Unstructured) (Result, error) {
+// Check reads every object and computes its status: by exprs when an entry judges its
+// kind, else by kstatus. Objects that are gone count as progressing: they are recreated at
+// the next apply, or, named by spec.healthChecks, may be yet to come; so do objects of a
+// kind the API server does not serve (yet).
+func Check(ctx context.Context, reader client.Reader, objects []*unstructured.Unstructured, exprs *Exprs) (Result, error) {
 	var failed, progressing []string
 	running := map[string]map[string][]string{}
+	cost := newBudget()
 	for _, o := range objects {
 		name := objectName(o)
 		live := &unstructured.Unstructured{}
 		live.SetGroupVersionKind(o.GroupVersionKind())
 		if err := reader.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
-			if apierrors.IsNotFound(err) {
+			switch {
+			case apierrors.IsNotFound(err):
 				progressing = append(progressing, name+": not found")
+				continue
+			case meta.IsNoMatchError(err):
+				progressing = append(progressing, fmt.Sprintf("%s: the API server does not serve %s %s", name, o.GetAPIVersion(), o.GetKind()))
 				continue
 			}
 			return Result{}, fmt.Errorf("reading %s: %w", name, err)
 		}
-		res, err := status.Compute(live)
-		if err != nil {
-			return Result{}, fmt.Errorf("computing the status of %s: %w", name, err)
+		res, judged := exprs.judge(ctx, live, cost)
+		if !judged {
+			var err error
+			if res, err = status.Compute(live); err != nil {
+				return Result{}, fmt.Errorf("computing the status of %s: %w", name, err)
+			}
 		}
 		switch res.Status {
 		case status.CurrentStatus:

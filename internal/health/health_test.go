@@ -99,7 +99,7 @@ func TestCheckReadsThePodsTheWholeSelectorSelects(t *testing.T) {
 			applied.SetNamespace("shop")
 			applied.SetName("web")
 
-			res, err := Check(context.Background(), c, []*unstructured.Unstructured{applied})
+			res, err := Check(context.Background(), c, []*unstructured.Unstructured{applied}, nil)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.Verdict).To(Equal(Healthy), res.Message())
 			g.Expect(res.Running).To(Equal(map[string]map[string][]string{"Deployment/shop/web": tt.want}))
