@@ -140,7 +140,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err := r.watches.ensure(s.objects); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.checkHealth(ctx, s)
+	res, err := r.checkHealth(ctx, s)
+	r.postCommitStatuses(ctx, obj)
+	return res, err
 }
 
 // newScope prepares what the steps share: the client and applier that act as the release.
