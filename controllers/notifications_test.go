@@ -35,6 +35,16 @@ type fluxReceiver struct {
 	mu     sync.Mutex
 	events []eventv1.Event
 	errs   []string
+	// forward, when set, is where each payload is posted on, as received: a real
+	// notification-controller's event server (TestRealNotificationController).
+	forward string
+}
+
+// forwardTo has every payload from now on posted on to address too.
+func (f *fluxReceiver) forwardTo(address string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forward = address
 }
 
 func newFluxReceiver() *fluxReceiver {
@@ -54,6 +64,13 @@ func newFluxReceiver() *fluxReceiver {
 			f.errs = append(f.errs, err.Error()+": "+string(body))
 		default:
 			f.events = append(f.events, e)
+		}
+		if f.forward != "" {
+			c := &http.Client{Timeout: 5 * time.Second}
+			resp, err := c.Post(f.forward, "application/json", bytes.NewReader(body))
+			if err == nil {
+				resp.Body.Close()
+			}
 		}
 		w.WriteHeader(http.StatusAccepted)
 	}))
