@@ -15,15 +15,21 @@ import (
 // included: a forge that does not answer costs its release this much, at most.
 const commitStatusTimeout = 10 * time.Second
 
+// commitStatusRetryAfter is how long after a failed post the next reconciles leave the forge
+// alone, unless a person asks (a reconcile request, a spec change): a forge that is down
+// does not cost every health poll of a rollout its timeout.
+const commitStatusRetryAfter = time.Minute
+
 // postCommitStatuses posts on the Git host (spec.commitStatus) the state of the applied
 // revision's rollout (pending, success, failure), and the verdict of an earlier revision
 // whose pending status was posted but whose verdict was not (a post that failed before the
 // revert of a failed revision was applied). What was posted is recorded in the revision's
 // history entry, so each state is posted once, whatever this process remembers. A post
 // that fails is logged and tried again at a later reconcile: it never fails the release.
-func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, obj *v1alpha1.ImmutableRelease) {
+func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *scope) {
+	obj := s.obj
 	spec := obj.Spec.CommitStatus
-	if spec == nil {
+	if spec == nil || !(s.asked || s.mem.commitStatusDue(time.Now())) {
 		return
 	}
 	var due []*v1alpha1.ReleaseRecord
@@ -43,6 +49,7 @@ func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, obj
 	logger := log.FromContext(ctx)
 	c, err := r.forgeClient(ctx, obj, "spec.commitStatus", spec.Provider, spec.SecretRef.Name, spec.APIURL)
 	if err != nil {
+		s.mem.commitStatusFailed(time.Now().Add(commitStatusRetryAfter))
 		logger.Error(err, "Could not post commit statuses; trying again at a later reconcile")
 		return
 	}
@@ -51,6 +58,7 @@ func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, obj
 		status := gitprovider.CommitStatus{State: string(state), Context: commitStatusContext(obj), Description: commitStatusDescription(h, state),
 			TargetURL: r.commitStatusTarget(obj, h.Revision, state)}
 		if err := c.SetCommitStatus(ctx, git.RevisionHash(h.Revision), status); err != nil {
+			s.mem.commitStatusFailed(time.Now().Add(commitStatusRetryAfter))
 			logger.Error(err, "Could not post a commit status; trying again at a later reconcile", "revision", h.Revision, "state", state)
 			return
 		}

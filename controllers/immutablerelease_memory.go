@@ -44,6 +44,8 @@ type memory struct {
 	identity string
 	// exprs is spec.healthCheckExprs as last compiled.
 	exprs compiledExprs
+	// commitStatusRetry is when commit statuses are posted again after a post failed.
+	commitStatusRetry time.Time
 }
 
 // compiledExprs is spec.healthCheckExprs and what compiling them gave.
@@ -279,4 +281,22 @@ func (m *memory) correctionsWritten(n int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.corrections = max(m.corrections-n, 0)
+}
+
+// commitStatusDue says whether commit statuses may be posted at now: not before the retry
+// time a failed post set.
+func (m *memory) commitStatusDue(now time.Time) bool {
+	if m == nil {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !now.Before(m.commitStatusRetry)
+}
+
+// commitStatusFailed defers the next commit status post to at.
+func (m *memory) commitStatusFailed(at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commitStatusRetry = at
 }

@@ -141,7 +141,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 	res, err := r.checkHealth(ctx, s)
-	r.postCommitStatuses(ctx, obj)
+	r.postCommitStatuses(ctx, s)
 	return res, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/notify"
@@ -262,4 +264,66 @@ func TestCommitStatusesOnGitea(t *testing.T) {
 		g.Expect(commitStatuses(g, gt, fullName, bad)).To(HaveLen(2))
 		g.Expect(commitStatuses(g, gt, fullName, revert)).To(HaveLen(2))
 	}, 3*time.Second, 500*time.Millisecond).Should(Succeed())
+}
+
+// TestCommitStatusNeverHoldsTheReleaseBack: without the token's Secret, and with a forge
+// that never answers, the release is applied and Ready all the same and nothing is
+// recorded as posted; once the forge answers, a reconcile request posts what is due.
+func TestCommitStatusNeverHoldsTheReleaseBack(t *testing.T) {
+	g := NewWithT(t)
+	gt := startGitea(t)
+	ns := newNamespace(t)
+	repo, fullName := giteaRepo(t, gt, ns, "", sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	// It reads the request, so that it sees the client hang up, and never answers.
+	var asked atomic.Int32
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	defer hanging.Close()
+	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.CommitStatus = &v1alpha1.CommitStatusSpec{Provider: v1alpha1.GitProviderGitea, SecretRef: meta.LocalObjectReference{Name: "pr-token"}}
+	})
+	cur := waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	g.Expect(cur.Status.History[0].CommitStatus).To(BeEmpty())
+	head, err := repo.Head()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(commitStatuses(g, gt, fullName, head)).To(BeEmpty())
+
+	// The token is there, but the API does not answer: the reconcile request is handled
+	// within the post's deadline, and the release stays Ready.
+	g.Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pr-token", Namespace: ns},
+		StringData: map[string]string{"token": gt.Token}})).To(Succeed())
+	patchSpec(t, obj, func(o *v1alpha1.ImmutableRelease) { o.Spec.CommitStatus.APIURL = hanging.URL + "/api/v1" })
+	start := time.Now()
+	g.Eventually(func(g Gomega) {
+		cur := get(NewWithT(t), obj)
+		g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
+		g.Expect(condition(cur, meta.ReadyCondition).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(cur.Status.History[0].CommitStatus).To(BeEmpty())
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Expect(time.Since(start)).To(BeNumerically("<", 20*time.Second))
+	g.Expect(asked.Load()).To(BeNumerically(">", 0), "the status was never tried")
+
+	// The forge answers again: asked, the release posts the state due, success.
+	patchSpec(t, obj, func(o *v1alpha1.ImmutableRelease) { o.Spec.CommitStatus.APIURL = "" })
+	g.Eventually(func(g Gomega) {
+		g.Expect(states(commitStatuses(g, gt, fullName, head))).To(Equal([]string{"success"}))
+		g.Expect(get(NewWithT(t), obj).Status.History[0].CommitStatus).To(Equal(v1alpha1.CommitStateSuccess))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// patchSpec changes the release's spec.
+func patchSpec(t *testing.T, obj *v1alpha1.ImmutableRelease, mutate func(*v1alpha1.ImmutableRelease)) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		cur := &v1alpha1.ImmutableRelease{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+			return err
+		}
+		base := cur.DeepCopy()
+		mutate(cur)
+		return k8s.Patch(ctx, cur, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 }
