@@ -15,9 +15,9 @@ import (
 // included: a forge that does not answer costs its release this much, at most.
 const commitStatusTimeout = 10 * time.Second
 
-// commitStatusRetryAfter is how long after a failed post the next reconciles leave the forge
-// alone, unless a person asks (a reconcile request, a spec change): a forge that is down
-// does not cost every health poll of a rollout its timeout.
+// commitStatusRetryAfter is how long after a failed post the forge is left alone, unless a
+// person asks (a reconcile request, a spec change): a forge that is down does not cost
+// every health poll of a rollout its timeout. The release is reconciled again by then.
 const commitStatusRetryAfter = time.Minute
 
 // postCommitStatuses posts on the Git host (spec.commitStatus) the state of the applied
@@ -25,12 +25,13 @@ const commitStatusRetryAfter = time.Minute
 // whose pending status was posted but whose verdict was not (a post that failed before the
 // revert of a failed revision was applied). What was posted is recorded in the revision's
 // history entry, so each state is posted once, whatever this process remembers. A post
-// that fails is logged and tried again at a later reconcile: it never fails the release.
-func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *scope) {
+// that fails is logged and tried again later: it never fails the release. retry is when,
+// zero when nothing is left to post.
+func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *scope) (retry time.Duration) {
 	obj := s.obj
 	spec := obj.Spec.CommitStatus
-	if spec == nil || !(s.asked || s.mem.commitStatusDue(time.Now())) {
-		return
+	if spec == nil {
+		return 0
 	}
 	var due []*v1alpha1.ReleaseRecord
 	for i := range obj.Status.History {
@@ -42,7 +43,10 @@ func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *
 		}
 	}
 	if len(due) == 0 {
-		return
+		return 0
+	}
+	if wait := s.mem.commitStatusWait(time.Now()); wait > 0 && !s.asked {
+		return wait
 	}
 	ctx, cancel := context.WithTimeout(ctx, commitStatusTimeout)
 	defer cancel()
@@ -50,8 +54,8 @@ func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *
 	c, err := r.forgeClient(ctx, obj, "spec.commitStatus", spec.Provider, spec.SecretRef.Name, spec.APIURL)
 	if err != nil {
 		s.mem.commitStatusFailed(time.Now().Add(commitStatusRetryAfter))
-		logger.Error(err, "Could not post commit statuses; trying again at a later reconcile")
-		return
+		logger.Error(err, "Could not post commit statuses; trying again later", "in", commitStatusRetryAfter.String())
+		return commitStatusRetryAfter
 	}
 	for _, h := range due {
 		state := commitState(h)
@@ -59,12 +63,13 @@ func (r *ImmutableReleaseReconciler) postCommitStatuses(ctx context.Context, s *
 			TargetURL: r.commitStatusTarget(obj, h.Revision, state)}
 		if err := c.SetCommitStatus(ctx, git.RevisionHash(h.Revision), status); err != nil {
 			s.mem.commitStatusFailed(time.Now().Add(commitStatusRetryAfter))
-			logger.Error(err, "Could not post a commit status; trying again at a later reconcile", "revision", h.Revision, "state", state)
-			return
+			logger.Error(err, "Could not post a commit status; trying again later", "revision", h.Revision, "state", state, "in", commitStatusRetryAfter.String())
+			return commitStatusRetryAfter
 		}
 		h.CommitStatus = state
 		logger.V(1).Info("Posted a commit status", "revision", h.Revision, "state", state)
 	}
+	return 0
 }
 
 // commitState is the commit status of a revision as its history entry records its rollout.

@@ -283,15 +283,14 @@ func (m *memory) correctionsWritten(n int64) {
 	m.corrections = max(m.corrections-n, 0)
 }
 
-// commitStatusDue says whether commit statuses may be posted at now: not before the retry
-// time a failed post set.
-func (m *memory) commitStatusDue(now time.Time) bool {
+// commitStatusWait is how long from now commit statuses wait after a post that failed.
+func (m *memory) commitStatusWait(now time.Time) time.Duration {
 	if m == nil {
-		return true
+		return 0
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !now.Before(m.commitStatusRetry)
+	return max(m.commitStatusRetry.Sub(now), 0)
 }
 
 // commitStatusFailed defers the next commit status post to at.

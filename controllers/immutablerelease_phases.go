@@ -141,7 +141,12 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, err
 	}
 	res, err := r.checkHealth(ctx, s)
-	r.postCommitStatuses(ctx, s)
+	// A failure retried with backoff comes back sooner anyway; a stalled one keeps its result.
+	var f *failure
+	retry := r.postCommitStatuses(ctx, s)
+	if retry > 0 && (err == nil || errors.As(err, &f) && f.stalled) && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
+		res.RequeueAfter = retry
+	}
 	return res, err
 }
 
