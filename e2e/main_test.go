@@ -32,8 +32,8 @@ var env struct {
 	git        *testgit.Server
 	gitProxy   *proxy // the Git server's address as releases see it; can be stopped
 	cp         *controlplane.ControlPlane
-	operator   *operator // the replica the stories talk to; faults may replace it
-	webhookURL string    // the webhook receiver of env.operator: its address, before each Receiver's path
+	operator   *operator  // the replica the stories talk to; faults may replace it
+	webhookURL string     // the webhook receiver of env.operator: its address, before each Receiver's path
 	events     *eventSink // every operator's --events-addr: what a Flux notification-controller would get
 	// operatorDirs hold the operators' logs and storage: removed when every story passed,
 	// kept for reading when one failed.

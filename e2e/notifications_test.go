@@ -139,7 +139,9 @@ func specNotifications(t *testing.T) {
 	s.eventually(30*time.Second, func() string {
 		return env.events.find(s.ns, "HealthCheckFailed", eventv1.EventSeverityError, "main@sha1:"+bad)
 	})
-	s.eventually(30*time.Second, func() string { return env.events.find(s.ns, "RolledBack", eventv1.EventSeverityError, "main@sha1:"+bad) })
+	s.eventually(30*time.Second, func() string {
+		return env.events.find(s.ns, "RolledBack", eventv1.EventSeverityError, "main@sha1:"+bad)
+	})
 	s.eventually(30*time.Second, want(bad, "pending", "failure"))
 	revert := strings.TrimSpace(s.kubectl("-n", s.ns, "get", "immutablerelease", "shop", "-o", "jsonpath={.status.lastRollback.revertCommit}"))
 	if _, last := statuses(bad); last["target_url"] != gt.URL+"/"+full+"/commit/"+revert {
