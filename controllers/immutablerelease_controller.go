@@ -32,6 +32,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
 )
@@ -319,9 +320,14 @@ func (r *ImmutableReleaseReconciler) forget(key types.NamespacedName) {
 	forgetMetrics(key)
 }
 
-// event records an event about the release.
+// event records an event about the release; a recorder that takes metadata (notify.Recorder,
+// which posts Flux's event payload) is given the revision it concerns (notify.Metadata).
 func (r *ImmutableReleaseReconciler) event(obj *v1alpha1.ImmutableRelease, eventType, reason, action, message string) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(obj, nil, eventType, reason, action, "%s", message)
+	switch rec := r.Recorder.(type) {
+	case nil:
+	case events.AnnotatedEventRecorder:
+		rec.AnnotatedEventf(obj, nil, notify.Metadata(obj, action, reason), eventType, reason, action, "%s", message)
+	default:
+		rec.Eventf(obj, nil, eventType, reason, action, "%s", message)
 	}
 }

@@ -44,6 +44,8 @@ type memory struct {
 	identity string
 	// exprs is spec.healthCheckExprs as last compiled.
 	exprs compiledExprs
+	// commitStatusRetry is when commit statuses are posted again after a post failed.
+	commitStatusRetry time.Time
 }
 
 // compiledExprs is spec.healthCheckExprs and what compiling them gave.
@@ -279,4 +281,21 @@ func (m *memory) correctionsWritten(n int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.corrections = max(m.corrections-n, 0)
+}
+
+// commitStatusWait is how long from now commit statuses wait after a post that failed.
+func (m *memory) commitStatusWait(now time.Time) time.Duration {
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(m.commitStatusRetry.Sub(now), 0)
+}
+
+// commitStatusFailed defers the next commit status post to at.
+func (m *memory) commitStatusFailed(at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commitStatusRetry = at
 }

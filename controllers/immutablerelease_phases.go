@@ -143,7 +143,14 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err := r.watches.ensure(s.objects); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.checkHealth(ctx, s)
+	res, err := r.checkHealth(ctx, s)
+	// A failure retried with backoff comes back sooner anyway; a stalled one keeps its result.
+	var f *failure
+	retry := r.postCommitStatuses(ctx, s)
+	if retry > 0 && (err == nil || errors.As(err, &f) && f.stalled) && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
+		res.RequeueAfter = retry
+	}
+	return res, err
 }
 
 // newScope prepares what the steps share: the client and applier that act as the release.

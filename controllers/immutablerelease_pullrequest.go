@@ -66,21 +66,26 @@ func proposalFailed(err error) rollback.Result {
 
 // pullRequestClient reads the API token and builds the provider's client.
 func (r *ImmutableReleaseReconciler) pullRequestClient(ctx context.Context, obj *v1alpha1.ImmutableRelease, spec *v1alpha1.PullRequestSpec) (gitprovider.Client, error) {
-	name := spec.SecretRef.Name
+	return r.forgeClient(ctx, obj, "spec.rollback.pullRequest", spec.Provider, spec.SecretRef.Name, spec.APIURL)
+}
+
+// forgeClient reads the API token of Secret name, under pullRequestTokenKey, and builds the
+// provider's client; field names the spec field that configures it.
+func (r *ImmutableReleaseReconciler) forgeClient(ctx context.Context, obj *v1alpha1.ImmutableRelease, field string, provider v1alpha1.GitProvider, name, apiURL string) (gitprovider.Client, error) {
 	secret := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("secret %q not found in namespace %q: create it with the %s API token under the key %q", name, obj.Namespace, spec.Provider, pullRequestTokenKey)
+			return nil, fmt.Errorf("secret %q not found in namespace %q: create it with the %s API token under the key %q", name, obj.Namespace, provider, pullRequestTokenKey)
 		}
 		return nil, fmt.Errorf("reading secret %q: %w", name, err)
 	}
 	token := strings.TrimSpace(string(secret.Data[pullRequestTokenKey]))
 	if token == "" {
-		return nil, fmt.Errorf("secret %q has no key %q: put the %s API token there", name, pullRequestTokenKey, spec.Provider)
+		return nil, fmt.Errorf("secret %q has no key %q: put the %s API token there", name, pullRequestTokenKey, provider)
 	}
-	c, err := gitprovider.New(gitprovider.Options{Provider: string(spec.Provider), RepoURL: obj.Spec.Git.URL, APIURL: spec.APIURL, Token: token})
+	c, err := gitprovider.New(gitprovider.Options{Provider: string(provider), RepoURL: obj.Spec.Git.URL, APIURL: apiURL, Token: token})
 	if err != nil {
-		return nil, fmt.Errorf("spec.rollback.pullRequest: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return c, nil
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/controlplane"
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
@@ -102,11 +103,22 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(storage)
+	// Every event is also posted, as with --events-addr, to a loopback Flux event receiver.
+	fluxEvents = newFluxReceiver()
+	defer fluxEvents.Close()
+	recorder, err := notify.NewRecorder(mgr.GetEventRecorder("immutable-release-controller"), scheme, fluxEvents.URL, "immutable-release-controller", ctrl.Log.WithName("events"))
+	if err == nil {
+		err = mgr.Add(recorder)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the event recorder:", err)
+		return 1
+	}
 	r := &ImmutableReleaseReconciler{
 		Client:   mgr.GetClient(),
 		Config:   cp.Config,
 		Scheme:   scheme,
-		Recorder: mgr.GetEventRecorder("immutable-release-controller"),
+		Recorder: recorder,
 		Git:      git.NewCache(storage),
 		Options: Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4, Tenancy: tenancy.Policy{
 			UnconfinedNamespaces: []string{unconfinedNamespace},

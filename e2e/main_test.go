@@ -32,8 +32,9 @@ var env struct {
 	git        *testgit.Server
 	gitProxy   *proxy // the Git server's address as releases see it; can be stopped
 	cp         *controlplane.ControlPlane
-	operator   *operator // the replica the stories talk to; faults may replace it
-	webhookURL string    // the webhook receiver of env.operator: its address, before each Receiver's path
+	operator   *operator  // the replica the stories talk to; faults may replace it
+	webhookURL string     // the webhook receiver of env.operator: its address, before each Receiver's path
+	events     *eventSink // every operator's --events-addr: what a Flux notification-controller would get
 	// operatorDirs hold the operators' logs and storage: removed when every story passed,
 	// kept for reading when one failed.
 	operatorDirs []string
@@ -93,6 +94,8 @@ func run(m *testing.M) int {
 			}
 		}
 	}()
+	env.events = newEventSink()
+	defer env.events.Close()
 	if env.operator, err = startOperator(); err != nil {
 		return fail(err)
 	}
@@ -168,7 +171,8 @@ func startOperator(extra ...string) (*operator, error) {
 	o.probe, o.metrics = freeAddr(), freeAddr()
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
 		"--metrics-bind-address=" + o.metrics, "--metrics-secure=false", "--health-probe-bind-address=" + o.probe,
-		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook, "--kubeconfig=" + o.config}
+		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook, "--kubeconfig=" + o.config,
+		"--events-addr=" + env.events.URL}
 	o.args = append(o.args, extra...)
 	return o, o.start()
 }

@@ -127,6 +127,13 @@ type ImmutableReleaseSpec struct {
 	// rollback says what happens when a revision fails its health check.
 	// +optional
 	Rollback *RollbackSpec `json:"rollback,omitempty"`
+
+	// commitStatus, when set, posts a commit status on the Git host for each revision the
+	// release applies: pending while it rolls out, success once healthy, failure when its
+	// rollout fails, linking the revert commit or pull request. A status that cannot be
+	// posted is retried on a later reconcile; it never holds the release back.
+	// +optional
+	CommitStatus *CommitStatusSpec `json:"commitStatus,omitempty"`
 }
 
 // RollbackMode is how a failed revision is rolled back.
@@ -214,6 +221,38 @@ type PullRequestSpec struct {
 	// +optional
 	APIURL string `json:"apiURL,omitempty"`
 }
+
+// CommitStatusSpec says where to post commit statuses, with the same providers, API roots
+// and tokens as spec.rollback.pullRequest.
+type CommitStatusSpec struct {
+	// provider is github, gitlab or gitea.
+	// +required
+	Provider GitProvider `json:"provider"`
+
+	// secretRef names a Secret in the release's namespace whose key token holds an API
+	// token that may post commit statuses (GitHub: commit statuses write; GitLab: api scope;
+	// Gitea: write:repository). It may be the Secret of spec.rollback.pullRequest.
+	// +required
+	SecretRef meta.LocalObjectReference `json:"secretRef"`
+
+	// apiURL is the provider's API root; by default derived from spec.git.url as for
+	// spec.rollback.pullRequest.apiURL.
+	// +kubebuilder:validation:Pattern="^https?://.*$"
+	// +optional
+	APIURL string `json:"apiURL,omitempty"`
+}
+
+// CommitState is the state of a commit status on the Git host.
+type CommitState string
+
+const (
+	// CommitStatePending is a revision rolling out.
+	CommitStatePending CommitState = "pending"
+	// CommitStateSuccess is a revision that became healthy.
+	CommitStateSuccess CommitState = "success"
+	// CommitStateFailure is a revision whose rollout failed.
+	CommitStateFailure CommitState = "failure"
+)
 
 // RollbackToAnnotation asks for a manual rollback: the commits after the named revision (a
 // commit SHA, or "previous" for the last healthy revision before the applied one) that
@@ -519,6 +558,10 @@ type ReleaseRecord struct {
 	// revertedBy is the commit that reverted this revision after it failed.
 	// +optional
 	RevertedBy string `json:"revertedBy,omitempty"`
+	// commitStatus is the state of the commit status last posted for this revision on the
+	// Git host (spec.commitStatus): each state is posted once.
+	// +optional
+	CommitStatus CommitState `json:"commitStatus,omitempty"`
 }
 
 // ImmutableRelease applies a path of a Git repository to the cluster, refusing any container

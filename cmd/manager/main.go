@@ -26,6 +26,7 @@ import (
 	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/manifest"
+	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
@@ -63,6 +64,7 @@ func main() {
 		secureMetrics bool
 		remoteBases   bool
 		fileURLs      bool
+		eventsAddr    string
 		gitLimits     = git.DefaultLimits
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
@@ -86,6 +88,7 @@ func main() {
 	flag.DurationVar(&gitTimeout, "git-timeout", controllers.DefaultGitTimeout, "How long one Git operation (listing, fetch, push) of a release may take, unless its spec.git.timeout says otherwise.")
 	flag.BoolVar(&remoteBases, "allow-remote-bases", false, "Let kustomizations load remote resources and bases (http(s) URLs and Git repositories) from the manager's network. Off: only files of the release's own repository are read, as Flux's --no-remote-bases.")
 	flag.BoolVar(&fileURLs, "allow-file-urls", false, "Accept file:// Git URLs. For local development only: with it, any tenant's release can read any repository on the manager's disk, other tenants' stores included.")
+	flag.StringVar(&eventsAddr, "events-addr", "", "The address events are also posted to as Flux's event payload (as Flux's flag), such as http://notification-controller.flux-system.svc.cluster.local./, so that a Flux notification-controller routes them with its Alerts and Providers. Empty: Kubernetes events only.")
 	flag.Int64Var(&gitLimits.FetchBytes, "git-max-fetch-bytes", git.DefaultLimits.FetchBytes, "The most bytes one Git listing or fetch may receive; a larger answer fails its release with RepositoryTooLarge.")
 	flag.Int64Var(&gitLimits.CheckoutBytes, "git-max-checkout-bytes", git.DefaultLimits.CheckoutBytes, "The most bytes one checked-out commit may write to the storage path; a larger tree fails its release with RepositoryTooLarge.")
 	flag.Int64Var(&gitLimits.CheckoutFiles, "git-max-checkout-files", git.DefaultLimits.CheckoutFiles, "The most files one checked-out commit may write to the storage path.")
@@ -158,12 +161,20 @@ func main() {
 	gitCache.Limits = gitLimits
 	gitCache.AllowFileURLs = fileURLs
 	ctrlmetrics.Registry.MustRegister(controllers.GitMetrics(gitCache))
+	recorder, err := notify.NewRecorder(mgr.GetEventRecorder(controllerName), scheme, eventsAddr, controllerName, ctrl.Log.WithName("events"))
+	if err == nil {
+		err = mgr.Add(recorder)
+	}
+	if err != nil {
+		log.Error(err, "Failed to set up the event recorder")
+		os.Exit(1)
+	}
 	r := &controllers.ImmutableReleaseReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Config:    cfg,
 		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder(controllerName),
+		Recorder:  recorder,
 		Git:       gitCache,
 		Options: controllers.Options{
 			Limits:                  limits,

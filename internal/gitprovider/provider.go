@@ -1,7 +1,8 @@
-// Package gitprovider opens pull requests (GitLab: merge requests) on the forges a release's
-// repository can live on: GitHub, GitLab and Gitea. Each client speaks the forge's REST API
-// over net/http, with an API token. Opening is idempotent: an open pull request from the same
-// branch is found and returned instead of a second one.
+// Package gitprovider opens pull requests (GitLab: merge requests) and posts commit
+// statuses on the forges a release's repository can live on: GitHub, GitLab and Gitea. Each
+// client speaks the forge's REST API over net/http, with an API token. Opening is
+// idempotent: an open pull request from the same branch is found and returned instead of a
+// second one.
 package gitprovider
 
 import (
@@ -50,6 +51,9 @@ type Client interface {
 	FindOpen(ctx context.Context, head, base string) (*PullRequest, error)
 	// Create opens a pull request.
 	Create(ctx context.Context, pr NewPullRequest) (*PullRequest, error)
+	// SetCommitStatus posts a status on commit sha; a later one of the same context
+	// replaces it.
+	SetCommitStatus(ctx context.Context, sha string, s CommitStatus) error
 }
 
 // Options configure a client.
