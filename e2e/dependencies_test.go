@@ -70,3 +70,35 @@ func specCRDsFirst(t *testing.T) {
 }
 
 func TestCRDsFirst(t *testing.T) { specCRDsFirst(t) }
+
+// specDependencyCycle: two releases that depend on each other, applied with kubectl, are
+// refused, each naming the cycle, and neither applies anything; removing one dependency
+// lets both go on, in order.
+func specDependencyCycle(t *testing.T) {
+	s := createStory(t, "1m", "dependsOn: [{name: other}]")
+	s.push("Settings of the other release", map[string]string{
+		"deploy/other/settings.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hello}\n",
+	})
+	s.webhook()
+	s.apply(s.releaseYAML("other", "./deploy/other", "dependsOn: [{name: shop}]"))
+	for _, name := range []string{"shop", "other"} {
+		s.kubectl("-n", s.ns, "wait", "--for=condition=Stalled", "immutablerelease/"+name, "--timeout=1m")
+		reason := s.kubectl("-n", s.ns, "get", "immutablerelease", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].reason}`)
+		msg := s.kubectl("-n", s.ns, "get", "immutablerelease", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].message}`)
+		if reason != "DependencyCycle" || !strings.Contains(msg, "shop") || !strings.Contains(msg, "other") {
+			t.Fatalf("%s: Ready %s: %s", name, reason, msg)
+		}
+		t.Logf("%s refused: %s", name, msg)
+	}
+	for _, o := range []string{"deployment/web", "configmap/settings"} {
+		if out, _ := kubectl("-n", s.ns, "get", o, "--ignore-not-found"); strings.TrimSpace(out) != "" {
+			t.Fatalf("a release of the cycle applied %s: %s", o, out)
+		}
+	}
+	// other no longer waits for shop: other applies first, then shop.
+	s.kubectl("-n", s.ns, "patch", "immutablerelease", "other", "--type=json", "-p", `[{"op":"remove","path":"/spec/dependsOn"}]`)
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/other", "--timeout=1m")
+	s.kubectl("-n", s.ns, "wait", "--for=condition=Ready", "immutablerelease/shop", "--timeout=1m")
+}
+
+func TestDependencyCycle(t *testing.T) { specDependencyCycle(t) }
