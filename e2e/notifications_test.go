@@ -10,15 +10,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	eventv1 "github.com/fluxcd/pkg/apis/event/v1"
-
-	"github.com/immutable-release/operator/internal/testgit"
 )
 
 // eventSink is what a Flux notification-controller's event server would be: it decodes each
@@ -79,17 +76,7 @@ func (s *eventSink) find(namespace, reason, severity, revision string) string {
 func specNotifications(t *testing.T) {
 	gt := gitea(t)
 	ctx := context.Background()
-	n := seq.Add(1)
-	name := fmt.Sprintf("shop-%d", n)
-	url, err := gt.CreateRepo(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := testgit.NewClone(filepath.Join(t.TempDir(), name), url, gt.PushURL(name), "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n), repo: repo, url: url}
+	s, name := giteaStory(t, gt)
 	full := gt.User + "/" + name
 	s.release("5s", gt.User, gt.Password, "commitStatus: {provider: gitea, secretRef: {name: forge-token}}")
 	s.kubectl("-n", s.ns, "create", "secret", "generic", "forge-token", "--from-literal=token="+gt.Token)

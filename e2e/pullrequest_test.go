@@ -18,6 +18,23 @@ import (
 // A real Gitea, started by the first story that needs it and stopped after the last one.
 var giteaServer testgitea.Shared
 
+// giteaStory is a story whose repository is on Gitea, not yet released: the story and the
+// repository's name.
+func giteaStory(t *testing.T, gt *testgitea.Server) (*story, string) {
+	t.Helper()
+	n := seq.Add(1)
+	name := fmt.Sprintf("shop-%d", n)
+	url, err := gt.CreateRepo(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := testgit.NewClone(filepath.Join(t.TempDir(), name), url, gt.PushURL(name), "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &story{t: t, ns: fmt.Sprintf("e2e-%d", n), repo: repo, url: url}, name
+}
+
 func gitea(t *testing.T) *testgitea.Server {
 	t.Helper()
 	gt, err := giteaServer.Get(context.Background())
@@ -35,17 +52,7 @@ func gitea(t *testing.T) *testgitea.Server {
 func specRollbackPullRequestOnGitea(t *testing.T) {
 	gt := gitea(t)
 	ctx := context.Background()
-	n := seq.Add(1)
-	name := fmt.Sprintf("shop-%d", n)
-	url, err := gt.CreateRepo(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := testgit.NewClone(filepath.Join(t.TempDir(), name), url, gt.PushURL(name), "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &story{t: t, ns: fmt.Sprintf("e2e-%d", n), repo: repo, url: url}
+	s, name := giteaStory(t, gt)
 	full := gt.User + "/" + name
 	// Gitea posts its signed push events to the namespace's Receiver (created with the
 	// release), as a repository owner sets up.
