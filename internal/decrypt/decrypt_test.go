@@ -13,14 +13,6 @@ import (
 	"github.com/immutable-release/operator/internal/testsops"
 )
 
-const secretYAML = `apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-stringData:
-  password: hunter2-very-secret
-`
-
 func TestDecrypt(t *testing.T) {
 	key := testsops.NewKey(t)
 	d, err := decrypt.New(key.Private)
@@ -28,7 +20,7 @@ func TestDecrypt(t *testing.T) {
 	for _, tc := range []struct {
 		file, plain, want string
 	}{
-		{"secret.yaml", secretYAML, "password: hunter2-very-secret"},
+		{"secret.yaml", testsops.SecretYAML, "password: hunter2-very-secret"},
 		{"secret.json", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db"},"stringData":{"password":"hunter2-very-secret"}}`, `"password": "hunter2-very-secret"`},
 		{"app.env", "PASSWORD=hunter2-very-secret\n", "PASSWORD=hunter2-very-secret"},
 		{"tls.key", "-----BEGIN KEY-----\nhunter2-very-secret\n", "hunter2-very-secret"},
@@ -57,8 +49,8 @@ func TestDecryptRefuses(t *testing.T) {
 	key, other := testsops.NewKey(t), testsops.NewKey(t)
 	d, err := decrypt.New(key.Private)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	enc := testsops.Encrypt(t, "secret.yaml", []byte(secretYAML), key.Recipient)
-	forOther := testsops.Encrypt(t, "secret.yaml", []byte(secretYAML), other.Recipient)
+	enc := testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), key.Recipient)
+	forOther := testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), other.Recipient)
 	deep := "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: " + strings.Repeat("[", 150) + strings.Repeat("]", 150) + "\nsops: {mac: x}\n"
 
 	for _, tc := range []struct {
@@ -114,13 +106,13 @@ func TestDecryptIgnoresAmbientKeys(t *testing.T) {
 	t.Setenv("SOPS_AGE_KEY", string(ambient.Private))
 	d, err := decrypt.New(tenant.Private)
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = d.Decrypt("secret.yaml", testsops.Encrypt(t, "secret.yaml", []byte(secretYAML), ambient.Recipient))
+	_, err = d.Decrypt("secret.yaml", testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), ambient.Recipient))
 	g.Expect(err).To(MatchError(ContainSubstring("no age key of the key Secret decrypts the file")))
 }
 
 func TestFromSecret(t *testing.T) {
 	key := testsops.NewKey(t)
-	enc := testsops.Encrypt(t, "secret.yaml", []byte(secretYAML), key.Recipient)
+	enc := testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), key.Recipient)
 	t.Run("keys under .agekey entries", func(t *testing.T) {
 		g := NewWithT(t)
 		d, err := decrypt.FromSecret("sops-age", map[string][]byte{"other.agekey": testsops.NewKey(t).Private, "prod.agekey": key.Private, "README": []byte("x")})
@@ -183,7 +175,7 @@ func FuzzDecrypt(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add("secret.yaml", testsops.Encrypt(f, "secret.yaml", []byte(secretYAML), key.Recipient))
+	f.Add("secret.yaml", testsops.Encrypt(f, "secret.yaml", []byte(testsops.SecretYAML), key.Recipient))
 	f.Add("secret.json", testsops.Encrypt(f, "secret.json", []byte(`{"kind":"Secret","data":{"a":"b"}}`), key.Recipient))
 	f.Add("app.env", testsops.Encrypt(f, "app.env", []byte("A=b\n"), key.Recipient))
 	f.Add("tls.key", testsops.Encrypt(f, "tls.key", []byte("bin"), key.Recipient))

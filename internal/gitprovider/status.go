@@ -30,10 +30,13 @@ type CommitStatus struct {
 // maxDescription is GitHub's limit on a commit status description, the lowest of the three.
 const maxDescription = 140
 
+// description is the description in one line of at most maxDescription characters (runes,
+// as forges count them): a message naming objects or quoting a custom resource's status may
+// hold any text, and is never cut inside a character.
 func (s CommitStatus) description() string {
 	d := strings.Join(strings.Fields(s.Description), " ")
-	if len(d) > maxDescription {
-		d = d[:maxDescription-3] + "..."
+	if r := []rune(d); len(r) > maxDescription {
+		d = string(r[:maxDescription-3]) + "..."
 	}
 	return d
 }

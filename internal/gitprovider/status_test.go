@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	. "github.com/onsi/gomega"
 
@@ -158,4 +159,17 @@ func TestCommitURL(t *testing.T) {
 	for _, tc := range cases {
 		NewWithT(t).Expect(CommitURL(tc.provider, tc.repoURL, sha)).To(Equal(tc.want), tc.repoURL)
 	}
+}
+
+// A description is cut to the forges' limit in characters, never inside one: a custom
+// resource's status message (a tenant's text) may be in any script.
+func TestCommitStatusDescriptionCut(t *testing.T) {
+	g := NewWithT(t)
+	for _, in := range []string{strings.Repeat("a", 200), strings.Repeat("é", 200), "ok\n  two\tlines", strings.Repeat("数", 139) + "x"} {
+		d := CommitStatus{Description: in}.description()
+		g.Expect(utf8.ValidString(d)).To(BeTrue(), "%q", d)
+		g.Expect(utf8.RuneCountInString(d)).To(BeNumerically("<=", maxDescription))
+		g.Expect(strings.ContainsAny(d, "\n\t")).To(BeFalse(), "%q", d)
+	}
+	g.Expect(CommitStatus{Description: strings.Repeat("é", 200)}.description()).To(Equal(strings.Repeat("é", maxDescription-3) + "..."))
 }

@@ -13,19 +13,11 @@ import (
 	"github.com/immutable-release/operator/internal/testsops"
 )
 
-const plainSecret = `apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-stringData:
-  password: hunter2-very-secret
-`
-
 func TestBuildDecrypted(t *testing.T) {
 	key := testsops.NewKey(t)
 	d, err := decrypt.New(key.Private)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	enc := string(testsops.Encrypt(t, "secret.yaml", []byte(plainSecret), key.Recipient))
+	enc := string(testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), key.Recipient))
 	envFile := string(testsops.Encrypt(t, "app.env", []byte("API_TOKEN=token-very-secret\n"), key.Recipient))
 	binFile := string(testsops.Encrypt(t, "tls.key", []byte("key-very-secret"), key.Recipient))
 
@@ -80,8 +72,8 @@ func TestBuildDecryptedRefuses(t *testing.T) {
 	key, other := testsops.NewKey(t), testsops.NewKey(t)
 	d, err := decrypt.New(key.Private)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	enc := string(testsops.Encrypt(t, "secret.yaml", []byte(plainSecret), key.Recipient))
-	forOther := string(testsops.Encrypt(t, "secret.yaml", []byte(plainSecret), other.Recipient))
+	enc := string(testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), key.Recipient))
+	forOther := string(testsops.Encrypt(t, "secret.yaml", []byte(testsops.SecretYAML), other.Recipient))
 	tampered := strings.Replace(enc, "name: db", "name: dc", 1)
 	small := DefaultLimits
 	small.MaxFileSize = int64(len(enc)) - 1

@@ -20,6 +20,16 @@ import (
 	"github.com/getsops/sops/v3/stores/yaml"
 )
 
+// SecretYAML is a plain Secret whose password, hunter2-very-secret, a test encrypts and
+// then looks for where it must never appear.
+const SecretYAML = `apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+stringData:
+  password: hunter2-very-secret
+`
+
 // Key is a fresh age key pair.
 type Key struct {
 	// Private is the key file's content, as age-keygen writes it.
