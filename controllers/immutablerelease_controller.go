@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
@@ -25,12 +24,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/kubeconfig"
 	"github.com/immutable-release/operator/internal/manifest"
 	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/shard"
@@ -58,9 +59,12 @@ type ImmutableReleaseReconciler struct {
 	Options   Options
 
 	watches watcher
-	// clients holds one uncached client per identity the operator acts as ("" for itself);
-	// those no remembered release names are dropped by the sweeper.
-	clients sync.Map
+	// clusters holds the local cluster and the remote ones releases target, each with one
+	// uncached client per identity the operator acts as there; clients and clusters no
+	// remembered release names are dropped.
+	clusters clusters
+	// clustersCtx is the context of the remote clusters' caches; it ends with the manager.
+	clustersCtx context.Context
 	// memories is what this process remembers of each release between reconciles.
 	memories memories
 	// notifications queues the releases a webhook announced a push for (see Notify).
@@ -89,6 +93,9 @@ type Options struct {
 	Tenancy tenancy.Policy
 	// Shard is the part of the fleet this manager reconciles (--watch-label-selector).
 	Shard shard.Shard
+	// KubeConfig says what a kubeconfig of spec.kubeConfig may hold
+	// (--insecure-kubeconfig-exec, --insecure-kubeconfig-tls).
+	KubeConfig kubeconfig.Options
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.
@@ -146,8 +153,17 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(storeSweeper{r}); err != nil {
 		return err
 	}
-	r.watches = watcher{controller: c, cache: mgr.GetCache(), scheme: mgr.GetScheme(), handler: r.appliedObjectHandler, watched: map[schema.GroupVersionKind]bool{}}
-	return nil
+	r.watches = watcher{controller: c, cache: mgr.GetCache(), scheme: mgr.GetScheme(), watched: map[schema.GroupVersionKind]bool{},
+		handler: func(gvk schema.GroupVersionKind) handlerFunc { return r.appliedObjectHandler("", gvk) }}
+	r.clusters.local = &cluster{config: r.Config, mapper: mgr.GetRESTMapper(), watches: &r.watches}
+	var stop context.CancelFunc
+	r.clustersCtx, stop = context.WithCancel(context.Background())
+	// The remote clusters' caches end with the manager.
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		stop()
+		return nil
+	}))
 }
 
 // Reconcile brings one release in line with Git.
@@ -187,7 +203,7 @@ func (r *ImmutableReleaseReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}()
 
 	if !obj.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, obj)
+		return ctrl.Result{}, r.reconcileDelete(ctx, obj, mem)
 	}
 	if obj.Spec.Suspend {
 		return ctrl.Result{}, nil
@@ -304,20 +320,20 @@ func (r *ImmutableReleaseReconciler) sweepStores(idle time.Duration) int {
 		stores[store] = true
 		identities[identity] = true
 	})
-	r.clients.Range(func(k, _ any) bool {
-		if !identities[k.(string)] {
-			r.clients.Delete(k)
-		}
-		return true
-	})
+	r.clusters.sweepClients(identities)
+	r.closeUnusedClusters()
 	return r.Git.Evict(func(url, authID string) bool { return stores[[2]string{url, authID}] }, idle)
 }
 
 // forget drops what this process remembers of a release that left it (memories.forget),
 // and its metric series.
 func (r *ImmutableReleaseReconciler) forget(key types.NamespacedName) {
+	remote := r.memories.peek(key).cluster().key != ""
 	r.memories.forget(key)
 	forgetMetrics(key)
+	if remote {
+		r.closeUnusedClusters()
+	}
 }
 
 // event records an event about the release; a recorder that takes metadata (notify.Recorder,

@@ -149,7 +149,7 @@ func (r *ImmutableReleaseReconciler) detectDrift(ctx context.Context, s *scope) 
 	c := &comparison{lives: make([]*unstructured.Unstructured, len(s.objects)), snap: r.comparableSnapshot(s)}
 	for i, o := range s.objects {
 		name := manifest.ObjectName(o)
-		if c.snap != nil && r.objectUnchanged(ctx, c.snap, o) {
+		if c.snap != nil && r.objectUnchanged(ctx, s, c.snap, o) {
 			c.injected = append(c.injected, injectedOf(s.obj, name)...)
 			continue
 		}

@@ -46,6 +46,9 @@ type memory struct {
 	exprs compiledExprs
 	// commitStatusRetry is when commit statuses are posted again after a post failed.
 	commitStatusRetry time.Time
+	// clusterRef names the cluster the release's objects live in (clusterOf): a remote one
+	// is closed when no memory names it.
+	clusterRef clusterRef
 }
 
 // compiledExprs is spec.healthCheckExprs and what compiling them gave.
@@ -144,6 +147,19 @@ func (ms *memories) each(f func(*memory)) {
 	}
 }
 
+// eachKey calls f with every release's name and memory; f must not call back into ms.
+func (ms *memories) eachKey(f func(types.NamespacedName, *memory)) {
+	ms.mu.Lock()
+	all := make(map[types.NamespacedName]*memory, len(ms.m))
+	for k, m := range ms.m {
+		all[k] = m
+	}
+	ms.mu.Unlock()
+	for k, m := range all {
+		f(k, m)
+	}
+}
+
 // gitSource returns a copy of the release's git.Source.
 func (m *memory) gitSource() git.Source {
 	if m == nil {
@@ -190,6 +206,25 @@ func (m *memory) lastCheck() lastCheck {
 	}
 	c.objects = objects
 	return c
+}
+
+// cluster returns the cluster the release was last found to target.
+func (m *memory) cluster() clusterRef {
+	if m == nil {
+		return clusterRef{}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.clusterRef
+}
+
+// setCluster records the cluster the release targets, and returns the key of the one before.
+func (m *memory) setCluster(ref clusterRef) (was string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was = m.clusterRef.key
+	m.clusterRef = ref
+	return was
 }
 
 // storeIdentity returns the store and identity the memory names, for eviction.

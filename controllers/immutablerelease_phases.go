@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -52,6 +51,8 @@ type scope struct {
 	asked bool
 	// desired caches desiredChecksum: objects do not change once built.
 	desired string
+	// cluster is where the release's objects live; client acts as the release there.
+	cluster *cluster
 	client  client.Client
 	applier *apply.Applier
 	// answers are the objects as the API server answered this reconcile's apply or
@@ -127,6 +128,18 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := s.cluster.unreachable(); err != nil {
+		// Nothing there can be read or changed: the probe queues the release once the
+		// cluster answers again. What was applied there is left as it is.
+		return ctrl.Result{}, unreachableFailure(s.cluster, err)
+	}
+	res, err := r.steps(ctx, s)
+	return res, asUnreachable(s.cluster, err)
+}
+
+// steps are the reconcile's steps, in order.
+func (r *ImmutableReleaseReconciler) steps(ctx context.Context, s *scope) (ctrl.Result, error) {
+	obj := s.obj
 	if err := r.prepareHealth(s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -140,7 +153,7 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if err := r.applyOrCompare(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.watches.ensure(s.objects); err != nil {
+	if err := s.cluster.watches.ensure(s.objects); err != nil {
 		return ctrl.Result{}, err
 	}
 	res, err := r.checkHealth(ctx, s)
@@ -157,14 +170,18 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 func (r *ImmutableReleaseReconciler) newScope(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) (*scope, error) {
 	s := &scope{obj: obj, mem: mem}
 	var err error
-	if s.client, err = r.clientFor(obj); err != nil {
+	if s.cluster, err = r.clusterOf(ctx, obj, mem); err != nil {
+		return nil, err
+	}
+	obj.Status.Cluster = s.cluster.server
+	if s.client, err = r.clientFor(s.cluster, obj); err != nil {
 		return nil, err
 	}
 	mem.setIdentity(r.identity(obj))
 	s.applier = apply.NewApplier(s.client, client.ObjectKeyFromObject(obj))
 	// What the watch cache shows absent is not read before its dry run: a new release's
 	// objects cost a dry run and an apply each.
-	s.applier.Absent = func(o *unstructured.Unstructured) bool { return r.watches.absent(ctx, o) }
+	s.applier.Absent = func(o *unstructured.Unstructured) bool { return s.cluster.watches.absent(ctx, o) }
 	return s, nil
 }
 
@@ -205,44 +222,39 @@ func (r *ImmutableReleaseReconciler) confined(obj *v1alpha1.ImmutableRelease) bo
 
 // checkServiceAccount stalls a release whose account does not exist: impersonating it
 // would only have every request refused, one object after another.
-func (r *ImmutableReleaseReconciler) checkServiceAccount(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+//
+// In a remote cluster, the account is looked for there, as the kubeconfig's user; a user
+// that may not read ServiceAccounts leaves the question to the API server's answers.
+func (r *ImmutableReleaseReconciler) checkServiceAccount(ctx context.Context, s *scope) error {
+	obj := s.obj
 	sa := r.serviceAccount(obj)
 	if sa == "" {
 		return nil
 	}
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: sa}, &corev1.ServiceAccount{})
+	reader := r.APIReader
+	where := fmt.Sprintf("namespace %q", obj.Namespace)
+	if s.cluster.remote() {
+		c, err := r.clientAs(s.cluster, "")
+		if err != nil {
+			return err
+		}
+		reader = c
+		where += " of the cluster " + s.cluster.server
+	}
+	err := reader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: sa}, &corev1.ServiceAccount{})
 	switch {
+	case s.cluster.remote() && apierrors.IsForbidden(err):
+		return nil
 	case apierrors.IsNotFound(err):
 		how := "create it and grant it, with a RoleBinding, the rights to apply what the release holds"
 		if obj.Spec.ServiceAccountName == "" {
 			how += " (the manager's --default-service-account names it for every release without spec.serviceAccountName)"
 		}
-		return stall(v1alpha1.ServiceAccountNotFoundReason, fmt.Errorf("service account %q not found in namespace %q: %s; nothing was applied", sa, obj.Namespace, how))
+		return stall(v1alpha1.ServiceAccountNotFoundReason, fmt.Errorf("service account %q not found in %s: %s; nothing was applied", sa, where, how))
 	case err != nil:
 		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("reading service account %q: %w", sa, err))
 	}
 	return nil
-}
-
-// clientFor returns an uncached client that acts as the release's service account, when it
-// has one (see serviceAccount). Uncached: the operator must not keep informers on every
-// kind it applies. One client per identity is kept, since building one per reconcile costs
-// on the hot path.
-func (r *ImmutableReleaseReconciler) clientFor(obj *v1alpha1.ImmutableRelease) (client.Client, error) {
-	user := r.identity(obj)
-	if c, ok := r.clients.Load(user); ok {
-		return c.(client.Client), nil
-	}
-	cfg := rest.CopyConfig(r.Config)
-	if user != "" {
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	}
-	c, err := client.New(cfg, client.Options{Scheme: r.Scheme, Mapper: r.RESTMapper()})
-	if err != nil {
-		return nil, fmt.Errorf("creating a client: %w", err)
-	}
-	actual, _ := r.clients.LoadOrStore(user, c)
-	return actual.(client.Client), nil
 }
 
 // identity is the user the release acts as: its service account's, or "" for the operator.
@@ -364,7 +376,7 @@ func (r *ImmutableReleaseReconciler) checkHealth(ctx context.Context, s *scope) 
 	if snap := s.mem.lastSnapshot(); snap != nil {
 		applied = snap.objects
 	}
-	reader := answered{Reader: watched{Reader: s.client, watches: &r.watches, applied: applied}, answers: s.answers}
+	reader := answered{Reader: watched{Reader: s.client, watches: s.cluster.watches, applied: applied}, answers: s.answers}
 	res, err := health.Check(ctx, reader, withHealthChecks(r.withStatus(ctx, s, objects), s.healthChecks), s.exprs)
 	if err != nil {
 		return ctrl.Result{}, retry(v1alpha1.HealthCheckFailedReason, err)
@@ -450,7 +462,7 @@ func (r *ImmutableReleaseReconciler) withStatus(ctx context.Context, s *scope, o
 	for _, o := range objects {
 		gvk := o.GroupVersionKind()
 		if withoutStatus[gvk.Group+"/"+gvk.Kind] && !loadBalancers[objectID(o)] {
-			if m, ok := r.watches.cached(ctx, gvk, client.ObjectKeyFromObject(o)); ok && m.GetDeletionTimestamp() == nil {
+			if m, ok := s.cluster.watches.cached(ctx, gvk, client.ObjectKeyFromObject(o)); ok && m.GetDeletionTimestamp() == nil {
 				continue
 			}
 		}
@@ -500,9 +512,23 @@ func (r *ImmutableReleaseReconciler) mayDelete(obj *v1alpha1.ImmutableRelease) f
 
 // reconcileDelete prunes what the release applied, when prune is on, and lets it go. It
 // never writes to Git.
-func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v1alpha1.ImmutableRelease) error {
+//
+// A remote release whose kubeconfig is gone or refused cannot prune: its objects are left
+// where they are, with a Warning event, rather than holding the release (and its
+// namespace) forever. A cluster that does not answer is retried.
+func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v1alpha1.ImmutableRelease, mem *memory) error {
 	if obj.Spec.Prune && !obj.Spec.Suspend && obj.Status.Inventory != nil {
-		c, err := r.clientFor(obj)
+		target, err := r.clusterOf(ctx, obj, mem)
+		var f *failure
+		if errors.As(err, &f) && f.stalled {
+			r.event(obj, corev1.EventTypeWarning, f.reason, "Prune", fmt.Sprintf("The objects of the release were left in the remote cluster: %s", err))
+			controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c, err := r.clientFor(target, obj)
 		if err != nil {
 			return err
 		}
@@ -511,7 +537,7 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 			return err
 		}
 		if _, err := apply.NewApplier(c, client.ObjectKeyFromObject(obj)).Delete(ctx, apply.Only(objects, r.mayDelete(obj))); err != nil {
-			return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err))
+			return asUnreachable(target, retry(v1alpha1.ApplyFailedReason, fmt.Errorf("pruning on deletion: %w", err)))
 		}
 	}
 	controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)

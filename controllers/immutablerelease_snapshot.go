@@ -140,12 +140,12 @@ func (r *ImmutableReleaseReconciler) comparableSnapshot(s *scope) *snapshot {
 
 // objectUnchanged says whether the metadata cache shows o's live object as the snapshot
 // saw it.
-func (r *ImmutableReleaseReconciler) objectUnchanged(ctx context.Context, snap *snapshot, o *unstructured.Unstructured) bool {
+func (r *ImmutableReleaseReconciler) objectUnchanged(ctx context.Context, s *scope, snap *snapshot, o *unstructured.Unstructured) bool {
 	was, ok := snap.objects[objectID(o)]
 	if !ok {
 		return false
 	}
-	now, ok := r.cachedMeta(ctx, o)
+	now, ok := s.cachedMeta(ctx, o)
 	if !ok || now.uid != was.uid || now.labels != was.labels {
 		return false
 	}
@@ -164,7 +164,7 @@ func (r *ImmutableReleaseReconciler) unchangedSinceSnapshot(ctx context.Context,
 		return false
 	}
 	for _, o := range s.objects {
-		if !r.objectUnchanged(ctx, snap, o) {
+		if !r.objectUnchanged(ctx, s, snap, o) {
 			return false
 		}
 	}
@@ -180,7 +180,7 @@ func (r *ImmutableReleaseReconciler) recordHealthy(ctx context.Context, s *scope
 	snap := *prev
 	snap.healthy, snap.healthyAt = map[string]string{}, time.Now()
 	for _, o := range s.objects {
-		now, ok := r.cachedMeta(ctx, o)
+		now, ok := s.cachedMeta(ctx, o)
 		if !ok {
 			return
 		}
@@ -198,7 +198,7 @@ func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope)
 	}
 	healthy := snap.healthy
 	for _, o := range s.objects {
-		now, ok := r.cachedMeta(ctx, o)
+		now, ok := s.cachedMeta(ctx, o)
 		if !ok || healthy[objectID(o)] != now.resourceVersion {
 			return false
 		}
@@ -208,8 +208,8 @@ func (r *ImmutableReleaseReconciler) stillHealthy(ctx context.Context, s *scope)
 
 // cachedMeta reads an applied object's metadata from the watch cache (the informers that
 // map its changes to the release); false when it is not there.
-func (r *ImmutableReleaseReconciler) cachedMeta(ctx context.Context, o *unstructured.Unstructured) (liveMeta, bool) {
-	live, ok := r.watches.cached(ctx, o.GroupVersionKind(), client.ObjectKeyFromObject(o))
+func (s *scope) cachedMeta(ctx context.Context, o *unstructured.Unstructured) (liveMeta, bool) {
+	live, ok := s.cluster.watches.cached(ctx, o.GroupVersionKind(), client.ObjectKeyFromObject(o))
 	if !ok {
 		return liveMeta{}, false
 	}

@@ -41,7 +41,7 @@ func (r *ImmutableReleaseReconciler) source(ctx context.Context, s *scope) (ctrl
 
 // checkGit lists the remote, checks out the revision and builds its manifests.
 func (r *ImmutableReleaseReconciler) checkGit(ctx context.Context, s *scope, notBefore time.Time) error {
-	if err := r.checkServiceAccount(ctx, s.obj); err != nil {
+	if err := r.checkServiceAccount(ctx, s); err != nil {
 		return err
 	}
 	release, err := r.fetchSource(ctx, s, notBefore)

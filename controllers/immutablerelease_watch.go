@@ -42,6 +42,24 @@ import (
 // selector names (shard.Stamp), so the same selector finds them. Receivers are every
 // shard's: a push may reach any replica.
 func CacheOptions(sh shard.Shard) (cache.Options, error) {
+	opts, err := appliedCacheOptions(sh)
+	if err != nil {
+		return cache.Options{}, err
+	}
+	opts.ByObject = map[client.Object]cache.ByObject{
+		&v1alpha1.ImmutableRelease{}: {Label: sh.Selector()},
+		&v1alpha1.Receiver{}:         {Label: labels.Everything()},
+		// The Prevent policy and its bindings carry no release's labels: the
+		// PreventPolicyReconciler watches them by name. Few exist in a cluster.
+		&admissionv1.ValidatingAdmissionPolicy{}:        {Label: labels.Everything()},
+		&admissionv1.ValidatingAdmissionPolicyBinding{}: {Label: labels.Everything()},
+	}
+	return opts, nil
+}
+
+// appliedCacheOptions hold a cache to the objects the shard's releases applied; a remote
+// cluster's cache holds nothing else (newRemoteCluster).
+func appliedCacheOptions(sh shard.Shard) (cache.Options, error) {
 	owned, err := labels.NewRequirement(apply.NameLabel, selection.Exists, nil)
 	if err != nil {
 		return cache.Options{}, err
@@ -55,26 +73,19 @@ func CacheOptions(sh shard.Shard) (cache.Options, error) {
 		// Nothing reads who manages which field from the cache (drift reads the live
 		// object): managedFields are dropped before objects are stored.
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&v1alpha1.ImmutableRelease{}: {Label: sh.Selector()},
-			&v1alpha1.Receiver{}:         {Label: labels.Everything()},
-			// The Prevent policy and its bindings carry no release's labels: the
-			// PreventPolicyReconciler watches them by name. Few exist in a cluster.
-			&admissionv1.ValidatingAdmissionPolicy{}:        {Label: labels.Everything()},
-			&admissionv1.ValidatingAdmissionPolicyBinding{}: {Label: labels.Everything()},
-		},
 	}, nil
 }
 
 // watcher starts a watch on each kind a release applied, once per kind, and maps every
 // event to the release named in the object's labels: one changed object reconciles its own
 // release and no other. Most kinds are watched by their metadata only; the workloads whose
-// status decides a rollout (fullObjectKinds) are watched whole.
+// status decides a rollout (fullObjectKinds) are watched whole. There is one watcher per
+// cluster: the local one's cache is the manager's, a remote cluster's its own.
 type watcher struct {
 	controller controller.Controller
 	cache      cache.Cache
 	scheme     *runtime.Scheme
-	handler    func(gvk schema.GroupVersionKind) handler.TypedEventHandler[client.Object, reconcile.Request]
+	handler    func(gvk schema.GroupVersionKind) handlerFunc
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
@@ -135,13 +146,20 @@ func (w *watcher) watching(gvk schema.GroupVersionKind) bool {
 // errNotWatched: the kind is not watched, so the cache knows nothing of its objects.
 var errNotWatched = errors.New("kind not watched")
 
+// handlerFunc maps the events of an applied object to its release.
+type handlerFunc = handler.TypedEventHandler[client.Object, reconcile.Request]
+
 // fromCache reads the object of kind gvk named key from the watch cache, as the cache keeps
-// it (see newObject).
+// it (see newObject). A kind whose informer has not synced yet (a remote cluster that has
+// not answered) counts as not watched: a read would wait for the sync.
 func (w *watcher) fromCache(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, error) {
 	if !w.watching(gvk) {
 		return nil, errNotWatched
 	}
 	o := w.newObject(gvk)
+	if inf, err := w.cache.GetInformer(ctx, o, cache.BlockUntilSynced(false)); err != nil || !inf.HasSynced() {
+		return nil, errNotWatched
+	}
 	return o, w.cache.Get(ctx, key, o)
 }
 
@@ -183,10 +201,17 @@ const statusSettle = 500 * time.Millisecond
 // yields to other work, so that a thousand rollouts do not starve drift corrections and
 // bursts of status updates cost one look. The echo of the release's own apply is dropped:
 // the reconcile that applied has the answer already, and looks at the rollout itself.
-func (r *ImmutableReleaseReconciler) appliedObjectHandler(gvk schema.GroupVersionKind) handler.TypedEventHandler[client.Object, reconcile.Request] {
+//
+// Events of a cluster (key; "" for the local one) reach only the releases that target it:
+// the labels of an object in a remote cluster are that cluster's to write, and must not
+// wake a release of another.
+func (r *ImmutableReleaseReconciler) appliedObjectHandler(key string, gvk schema.GroupVersionKind) handlerFunc {
 	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], statusOnly, deleted bool) {
 		o := metadataOf(obj, gvk)
 		for _, req := range ownerRelease(ctx, o) {
+			if r.memories.peek(req.NamespacedName).cluster().key != key {
+				continue
+			}
 			if !statusOnly && !deleted && r.ownWrite(req.NamespacedName, o) {
 				continue
 			}

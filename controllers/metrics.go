@@ -44,10 +44,15 @@ var (
 		Help:    "Time from a commit's author date to its revision being applied.",
 		Buckets: prometheus.ExponentialBuckets(0.25, 2, 16),
 	})
+
+	remoteClusters = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "immutable_release_remote_clusters",
+		Help: "Remote clusters (one per kubeconfig and namespace scope) whose objects this manager watches for its releases.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied)
+	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied, remoteClusters)
 }
 
 // GitMetrics counts the remote operations of the shared Git cache: lists (ls-remote),

@@ -80,6 +80,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer cp.Stop()
+	defer stopRemoteCluster()
 
 	gitServer, err = testgit.NewServer()
 	if err != nil {

@@ -338,7 +338,9 @@ func TestDefaultServiceAccount(t *testing.T) {
 	obj := &v1alpha1.ImmutableRelease{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns}}
 	g.Expect(r.confined(obj)).To(BeFalse())
 
-	err := r.checkServiceAccount(ctx, obj)
+	local := &cluster{config: cfgForTests, mapper: operator.clusters.local.mapper, watches: &watcher{}}
+	s := &scope{obj: obj, cluster: local}
+	err := r.checkServiceAccount(ctx, s)
 	var f *failure
 	g.Expect(errors.As(err, &f)).To(BeTrue())
 	g.Expect(f.reason).To(Equal(v1alpha1.ServiceAccountNotFoundReason))
@@ -347,8 +349,8 @@ func TestDefaultServiceAccount(t *testing.T) {
 	g.Expect(err.Error()).To(ContainSubstring("--default-service-account"))
 
 	g.Expect(k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: ns}})).To(Succeed())
-	g.Expect(r.checkServiceAccount(ctx, obj)).To(Succeed())
-	c, err := r.clientFor(obj)
+	g.Expect(r.checkServiceAccount(ctx, s)).To(Succeed())
+	c, err := r.clientFor(local, obj)
 	g.Expect(err).NotTo(HaveOccurred())
 	review := &authenticationv1.SelfSubjectReview{}
 	g.Expect(c.Create(ctx, review)).To(Succeed())
@@ -356,7 +358,7 @@ func TestDefaultServiceAccount(t *testing.T) {
 
 	// Its own serviceAccountName wins over the default.
 	obj.Spec.ServiceAccountName = "other"
-	c, err = r.clientFor(obj)
+	c, err = r.clientFor(local, obj)
 	g.Expect(err).NotTo(HaveOccurred())
 	review = &authenticationv1.SelfSubjectReview{}
 	g.Expect(c.Create(ctx, review)).To(Succeed())

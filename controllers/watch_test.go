@@ -30,6 +30,15 @@ func (c oneObjectCache) Get(_ context.Context, key client.ObjectKey, out client.
 	return nil
 }
 
+// GetInformer answers for an informer that has synced.
+func (c oneObjectCache) GetInformer(context.Context, client.Object, ...cache.InformerGetOption) (cache.Informer, error) {
+	return syncedInformer{}, nil
+}
+
+type syncedInformer struct{ cache.Informer }
+
+func (syncedInformer) HasSynced() bool { return true }
+
 // apiServer stands for the API server: it answers every read with a marker.
 type apiServer struct{ client.Reader }
 

@@ -97,6 +97,15 @@ const (
 	// in its namespace. Nothing is applied; looked at again every interval.
 	ServiceAccountNotFoundReason string = "ServiceAccountNotFound"
 
+	// KubeConfigInvalidReason: the kubeconfig of spec.kubeConfig is missing or refused: its
+	// Secret or key does not exist, it does not parse, or it runs an exec plugin, skips TLS
+	// verification or names a file, which the manager does not allow. Nothing is applied.
+	KubeConfigInvalidReason string = "KubeConfigInvalid"
+
+	// ClusterUnreachableReason: the remote cluster of spec.kubeConfig did not answer; the
+	// release is retried with backoff and what it applied there is left as it is.
+	ClusterUnreachableReason string = "ClusterUnreachable"
+
 	// ApplyFailedReason: the API server refused the server-side apply or prune of an object, for
 	// example because the impersonated service account lacks the rights.
 	ApplyFailedReason string = "ApplyFailed"

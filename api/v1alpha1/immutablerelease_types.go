@@ -134,6 +134,26 @@ type ImmutableReleaseSpec struct {
 	// posted is retried on a later reconcile; it never holds the release back.
 	// +optional
 	CommitStatus *CommitStatusSpec `json:"commitStatus,omitempty"`
+
+	// kubeConfig, when set, delivers the release to another cluster, as Flux's
+	// Kustomization spec.kubeConfig: every object is applied, watched, judged and pruned
+	// there, with the credentials of the kubeconfig, and spec.serviceAccountName is
+	// impersonated in that cluster. Drift there is corrected from that cluster's own watch
+	// events, and a failed rollout there is reverted in Git under spec.path only. Exec
+	// plugins, insecure TLS and references to files are refused (KubeConfigInvalid) unless
+	// the manager allows the first two (--insecure-kubeconfig-exec, --insecure-kubeconfig-tls);
+	// a cluster that cannot be reached is ClusterUnreachable, retried with backoff. A rotated
+	// Secret is read again at the next interval, or at once after a failure.
+	// +optional
+	KubeConfig *KubeConfigReference `json:"kubeConfig,omitempty"`
+}
+
+// KubeConfigReference names the kubeconfig of a remote cluster.
+type KubeConfigReference struct {
+	// secretRef names a Secret of the release's namespace and the key that holds the
+	// kubeconfig; without key, Flux's: value, else value.yaml.
+	// +required
+	SecretRef meta.SecretKeyReference `json:"secretRef"`
 }
 
 // RollbackMode is how a failed revision is rolled back.
@@ -454,6 +474,11 @@ type ImmutableReleaseStatus struct {
 	// lastAppliedRevision is the revision last applied to the cluster.
 	// +optional
 	LastAppliedRevision string `json:"lastAppliedRevision,omitempty"`
+
+	// cluster is the API server the release's objects are in: the server of the kubeconfig
+	// of spec.kubeConfig; empty for the cluster the operator runs in.
+	// +optional
+	Cluster string `json:"cluster,omitempty"`
 
 	// images lists every container of every workload of the last applied revision with the
 	// pinned image it names.

@@ -25,6 +25,7 @@ import (
 	"github.com/immutable-release/operator/controllers"
 	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/git"
+	"github.com/immutable-release/operator/internal/kubeconfig"
 	"github.com/immutable-release/operator/internal/manifest"
 	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/receiver"
@@ -66,6 +67,7 @@ func main() {
 		fileURLs      bool
 		eventsAddr    string
 		gitLimits     = git.DefaultLimits
+		kubeConfigs   = kubeconfig.Options{UserAgent: "immutable-release-operator"}
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates and authorizes (get on the non-resource URL /metrics, as the metrics-reader ClusterRole grants). false serves plain HTTP to anyone who reaches the port: for local development only.")
@@ -92,6 +94,8 @@ func main() {
 	flag.Int64Var(&gitLimits.FetchBytes, "git-max-fetch-bytes", git.DefaultLimits.FetchBytes, "The most bytes one Git listing or fetch may receive; a larger answer fails its release with RepositoryTooLarge.")
 	flag.Int64Var(&gitLimits.CheckoutBytes, "git-max-checkout-bytes", git.DefaultLimits.CheckoutBytes, "The most bytes one checked-out commit may write to the storage path; a larger tree fails its release with RepositoryTooLarge.")
 	flag.Int64Var(&gitLimits.CheckoutFiles, "git-max-checkout-files", git.DefaultLimits.CheckoutFiles, "The most files one checked-out commit may write to the storage path.")
+	flag.BoolVar(&kubeConfigs.AllowExec, "insecure-kubeconfig-exec", false, "Let the kubeconfigs of spec.kubeConfig run exec credential plugins on the manager's machine (as Flux's flag). Off: such a kubeconfig is refused with KubeConfigInvalid.")
+	flag.BoolVar(&kubeConfigs.AllowInsecureTLS, "insecure-kubeconfig-tls", false, "Let the kubeconfigs of spec.kubeConfig skip TLS verification (as Flux's flag). Off: such a kubeconfig is refused with KubeConfigInvalid.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -184,6 +188,7 @@ func main() {
 			Tenancy:                 tenancyPolicy,
 			GitTimeout:              gitTimeout,
 			Shard:                   fleetShard,
+			KubeConfig:              kubeConfigs,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -194,8 +194,17 @@ func (c *ControlPlane) startAPIServer(opts Options) error {
 // untouched: clients see the API server go away and come back, as in an upgrade or a crash.
 // Linux only (it finds the process in /proc). It returns once the new one is healthy.
 func (c *ControlPlane) RestartAPIServer() error {
+	if err := c.StopAPIServer(); err != nil {
+		return err
+	}
+	return c.StartAPIServer()
+}
+
+// StopAPIServer stops kube-apiserver only, as RestartAPIServer does; StartAPIServer brings it
+// back. In between, clients find nothing listening on its port.
+func (c *ControlPlane) StopAPIServer() error {
 	if c.env == nil || c.stopped {
-		return errors.New("restarting kube-apiserver: the control plane is not running")
+		return errors.New("stopping kube-apiserver: the control plane is not running")
 	}
 	api := c.env.ControlPlane.APIServer
 	// envtest's Stop waits 20s for a graceful exit, which kube-apiserver with watches open
@@ -222,6 +231,16 @@ func (c *ControlPlane) RestartAPIServer() error {
 	if stopErr != nil {
 		return fmt.Errorf("stopping kube-apiserver: %w", stopErr)
 	}
+	return nil
+}
+
+// StartAPIServer starts the kube-apiserver StopAPIServer stopped, on the same port, with the
+// same certificates and etcd; it returns once it is healthy.
+func (c *ControlPlane) StartAPIServer() error {
+	if c.env == nil || c.stopped {
+		return errors.New("starting kube-apiserver: the control plane is not running")
+	}
+	api := c.env.ControlPlane.APIServer
 	// The first log file was closed once the first process held it; append to it.
 	apiLog, err := os.OpenFile(filepath.Join(c.LogDir, "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -293,6 +312,9 @@ func (c *ControlPlane) WriteKubeconfig(path string) error {
 	}
 	return nil
 }
+
+// Kubeconfig is the administrator's kubeconfig, with its credentials inline.
+func (c *ControlPlane) Kubeconfig() []byte { return c.kubeconfig }
 
 // Stop stops everything Start started, in reverse order, and waits until every process has
 // exited. It removes the kubeconfig and, unless Options.LogDir was given, the logs. Calling
