@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/conditions"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -27,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/kubeconfig"
 )
@@ -54,6 +57,13 @@ type cluster struct {
 	mu sync.Mutex
 	// down is why the remote API server did not answer its last probe; nil while it does.
 	down error
+	// prevent wakes the cluster's Prevent policy keeper (keepRemotePolicy); preventFor is
+	// the account of each release in drift mode Prevent there as the keeper last wrote it,
+	// preventErr why it could not write the policy, operatorUser the kubeconfig's user.
+	prevent      chan struct{}
+	preventFor   map[types.NamespacedName]string
+	preventErr   error
+	operatorUser string
 }
 
 // unreachable is why the remote cluster did not answer its last probe (probeCluster), nil
@@ -269,7 +279,9 @@ func (r *ImmutableReleaseReconciler) newRemoteCluster(key string, cfg *kubeconfi
 	c := &cluster{key: key, server: strings.TrimSuffix(cfg.Server, "/"), config: cfg.REST, mapper: mapper, stop: cancel}
 	c.watches = &watcher{controller: r.watches.controller, cache: watchCache, scheme: r.Scheme,
 		handler: func(gvk schema.GroupVersionKind) handlerFunc { return r.appliedObjectHandler(key, gvk) }, watched: map[schema.GroupVersionKind]bool{}}
+	c.prevent = make(chan struct{}, 1)
 	go r.probeCluster(ctx, c, httpClient)
+	go r.keepRemotePolicy(ctx, c)
 	return c, nil
 }
 
@@ -429,4 +441,142 @@ func unreachableFailure(c *cluster, err error) error {
 func askedFor(mem *memory, l git.Look) bool {
 	src := mem.gitSource()
 	return src.Asked(l)
+}
+
+// preventRecheck is how often the Prevent policy of a remote cluster is looked at without
+// a release asking: a policy someone deleted there comes back within it.
+const preventRecheck = 30 * time.Second
+
+// checkRemotePrevent wakes the cluster's policy keeper when the release's part in the
+// Prevent policy (its account, or none when not in Prevent mode) is not what the keeper
+// last wrote, and returns why the keeper could not write the policy, for a release in
+// Prevent mode: its images would not be guarded.
+func (r *ImmutableReleaseReconciler) checkRemotePrevent(c *cluster, obj *v1alpha1.ImmutableRelease) error {
+	key := client.ObjectKeyFromObject(obj)
+	prevent := obj.DeletionTimestamp.IsZero() && obj.GetDriftMode() == v1alpha1.DriftPrevent
+	c.mu.Lock()
+	account, written := c.preventFor[key]
+	err := c.preventErr
+	c.mu.Unlock()
+	if written != prevent || account != r.identity(obj) || (prevent && err != nil) {
+		select {
+		case c.prevent <- struct{}{}:
+		default:
+		}
+	}
+	if prevent && err != nil {
+		return retry(v1alpha1.ApplyFailedReason, fmt.Errorf("the drift mode Prevent policy cannot be written in the cluster %s, so its images are not guarded: %w", c.server, err))
+	}
+	return nil
+}
+
+// keepRemotePolicy keeps the drift mode Prevent policy of a remote cluster
+// (admission.Policy, Remote) while a release that targets it is in Prevent mode, and
+// removes it when none is. It lives as long as the cluster: one keeper per cluster, woken
+// by the releases there (checkRemotePrevent) and every preventRecheck. What it writes comes
+// from the cached releases that target the cluster; it remembers only what it last wrote.
+func (r *ImmutableReleaseReconciler) keepRemotePolicy(ctx context.Context, c *cluster) {
+	tick := time.NewTicker(preventRecheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.prevent:
+		case <-tick.C:
+		}
+		written, err := r.writeRemotePolicy(ctx, c)
+		if err != nil && ctx.Err() == nil {
+			ctrl.Log.WithName("clusters").Error(err, "Failed to write the drift mode Prevent policy", "server", c.server)
+		}
+		c.mu.Lock()
+		if err == nil {
+			c.preventFor = written
+		}
+		c.preventErr = err
+		c.mu.Unlock()
+		if err != nil {
+			r.wakeReleasesOf(c.key)
+		}
+	}
+}
+
+// writeRemotePolicy makes the cluster's Prevent policy what its releases ask for, and
+// returns the account of each release in Prevent mode it wrote.
+func (r *ImmutableReleaseReconciler) writeRemotePolicy(ctx context.Context, c *cluster) (map[types.NamespacedName]string, error) {
+	accounts := admission.Accounts{Remote: true, CrossNamespace: map[string]string{}}
+	written := map[types.NamespacedName]string{}
+	r.memories.eachKey(func(name types.NamespacedName, m *memory) {
+		obj := &v1alpha1.ImmutableRelease{}
+		if m.cluster().key != c.key || r.Get(ctx, name, obj) != nil || !obj.DeletionTimestamp.IsZero() || obj.GetDriftMode() != v1alpha1.DriftPrevent {
+			return
+		}
+		written[name] = r.identity(obj)
+		accounts.CrossNamespace[name.String()] = r.identity(obj)
+	})
+	cl, err := r.clientAs(c, "")
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	user, before := c.operatorUser, c.preventFor
+	c.mu.Unlock()
+	if user == "" && len(written) > 0 {
+		if user, err = admission.WhoAmI(ctx, c.config); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.operatorUser = user
+		c.mu.Unlock()
+	}
+	accounts.Operator = user
+	policy, bindings := admission.Policy(accounts)
+	objects := []client.Object{policy}
+	for _, b := range bindings {
+		objects = append(objects, b)
+	}
+	for _, o := range objects {
+		if len(written) == 0 {
+			// Nothing to guard: remove what this keeper wrote before.
+			if len(before) > 0 {
+				if err := client.IgnoreNotFound(cl.Delete(ctx, o)); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if err := writeObject(ctx, cl, o); err != nil {
+			return nil, err
+		}
+	}
+	return written, nil
+}
+
+// writeObject creates the policy or binding desired, or makes the live one's spec and
+// labels what desired says.
+func writeObject(ctx context.Context, cl client.Client, desired client.Object) error {
+	live := desired.DeepCopyObject().(client.Object)
+	err := cl.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	if apierrors.IsNotFound(err) {
+		return cl.Create(ctx, desired.DeepCopyObject().(client.Object))
+	}
+	if err != nil {
+		return err
+	}
+	changed := false
+	switch d := desired.(type) {
+	case *admissionv1.ValidatingAdmissionPolicy:
+		l := live.(*admissionv1.ValidatingAdmissionPolicy)
+		changed = !equality.Semantic.DeepDerivative(d.Spec, l.Spec)
+		l.Spec = d.Spec
+	case *admissionv1.ValidatingAdmissionPolicyBinding:
+		l := live.(*admissionv1.ValidatingAdmissionPolicyBinding)
+		changed = !equality.Semantic.DeepDerivative(d.Spec, l.Spec)
+		l.Spec = d.Spec
+	}
+	if !changed && equality.Semantic.DeepEqual(live.GetLabels(), desired.GetLabels()) {
+		return nil
+	}
+	live.SetLabels(desired.GetLabels())
+	return cl.Update(ctx, live)
 }

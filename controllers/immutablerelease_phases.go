@@ -134,6 +134,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return ctrl.Result{}, unreachableFailure(s.cluster, err)
 	}
 	res, err := r.steps(ctx, s)
+	if err == nil && s.cluster.remote() {
+		err = r.checkRemotePrevent(s.cluster, obj)
+	}
 	return res, asUnreachable(s.cluster, err)
 }
 

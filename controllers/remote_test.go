@@ -10,17 +10,20 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/admission"
 	"github.com/immutable-release/operator/internal/controlplane"
 )
 
@@ -306,5 +309,43 @@ func TestRemoteWithoutRights(t *testing.T) {
 		g.Expect(apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o))).To(BeTrue(), "nothing applied: %T", o)
 	}
 	patchSpec(t, rel, func(o *v1alpha1.ImmutableRelease) { o.Spec.Prune = false })
+	deleteRelease(t, rel)
+}
+
+// TestRemotePrevent: drift mode Prevent in a remote cluster installs the operator's policy
+// there (no ImmutableRelease exists there to take as a param), which refuses another
+// administrator's image change at admission; the operator's own change goes through; once
+// no release there is in Prevent mode, the policy goes.
+func TestRemotePrevent(t *testing.T) {
+	g := NewWithT(t)
+	cp, far := remoteCluster(t)
+	ns := newNamespace(t)
+	g.Expect(far.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	kubeconfigSecret(t, ns, "remote-kubeconfig", cp.Kubeconfig())
+	rel := newRelease(t, ns, repo, "app", toRemote("remote-kubeconfig"), func(o *v1alpha1.ImmutableRelease) {
+		o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftPrevent}
+	})
+	waitFor(t, rel, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "jane", Groups: []string{"system:masters"}}
+	jane, err := client.New(cfg, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func() error {
+		return setImage(jane, ns, "web", "app", evilImage, "kubectl-set")
+	}, 30*time.Second, 200*time.Millisecond).Should(MatchError(
+		ContainSubstring("the images of Deployment " + ns + "/web are pinned by ImmutableRelease " + ns + "/remote (drift mode Prevent)")))
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicy{})).NotTo(Succeed(), "the local cluster has none of it")
+
+	commit(t, repo, "Release 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
+	reconcileNow(t, rel)
+	g.Eventually(func(g Gomega) { g.Expect(remoteImage(g, far, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV2)) }, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	patchSpec(t, rel, func(o *v1alpha1.ImmutableRelease) { o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftCorrect} })
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicy{})) &&
+			apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicyBinding{}))
+	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
 	deleteRelease(t, rel)
 }

@@ -55,7 +55,16 @@ type Accounts struct {
 	// CrossNamespace maps "namespace/name" of each Prevent release that acts as a service
 	// account and applies into another namespace to the user name of that account.
 	CrossNamespace map[string]string
+	// Remote makes the policy of a remote cluster (spec.kubeConfig), where there is no
+	// ImmutableRelease to take as a param: one binding without params decides for every
+	// object a release labelled, and CrossNamespace names the account of every Prevent
+	// release there (an empty account: only the operator).
+	Remote bool
 }
+
+// RemotePolicyName names the policy and binding the operator installs in a remote cluster,
+// apart from the one an operator running there may install for its own releases.
+const RemotePolicyName = PolicyName + "-remote"
 
 // User is the user name of the service account name of namespace.
 func User(namespace, name string) string {
@@ -89,13 +98,25 @@ func Policy(a Accounts) (*admissionv1.ValidatingAdmissionPolicy, []*admissionv1.
 	account = "has(params.spec.serviceAccountName) && params.spec.serviceAccountName != '' ? " +
 		"'system:serviceaccount:' + params.metadata.namespace + ':' + params.spec.serviceAccountName : " + account
 	cross := crossNamespaceMap(a.CrossNamespace)
+	decides := "variables.ownerName != '' && (params == null ? " +
+		"variables.ownerNamespace != request.namespace : " +
+		"(params.metadata.namespace == variables.ownerNamespace && params.metadata.name == variables.ownerName))"
+	accountOf := "params == null ? " +
+		"(variables.release in " + cross + " ? " + cross + "[variables.release] : '') : " +
+		"(" + account + ")"
+	policyName, paramKind := PolicyName, &admissionv1.ParamKind{APIVersion: "release.immutable.dev/v1alpha1", Kind: "ImmutableRelease"}
+	if a.Remote {
+		// Without a param kind, CEL knows no params at all.
+		decides, policyName, paramKind = "variables.ownerName != ''", RemotePolicyName, nil
+		accountOf = "variables.release in " + cross + " ? " + cross + "[variables.release] : ''"
+	}
 
 	policy := &admissionv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: PolicyName, Labels: map[string]string{ManagedByLabel: ManagedBy}},
+		ObjectMeta: metav1.ObjectMeta{Name: policyName, Labels: map[string]string{ManagedByLabel: ManagedBy}},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: &fail,
-			ParamKind:     &admissionv1.ParamKind{APIVersion: "release.immutable.dev/v1alpha1", Kind: "ImmutableRelease"},
+			ParamKind:     paramKind,
 			MatchConstraints: &admissionv1.MatchResources{
 				ResourceRules: []admissionv1.NamedRuleWithOperations{
 					rule("apps", "deployments", "statefulsets", "daemonsets", "replicasets"),
@@ -117,12 +138,8 @@ func Policy(a Accounts) (*admissionv1.ValidatingAdmissionPolicy, []*admissionv1.
 				{Name: "release", Expression: "variables.ownerNamespace + '/' + variables.ownerName"},
 				// Whether this evaluation decides: the one whose param is the owner, or, without
 				// params, the one for an object outside its owner's namespace.
-				{Name: "decides", Expression: "variables.ownerName != '' && (params == null ? " +
-					"variables.ownerNamespace != request.namespace : " +
-					"(params.metadata.namespace == variables.ownerNamespace && params.metadata.name == variables.ownerName))"},
-				{Name: "account", Expression: "params == null ? " +
-					"(variables.release in " + cross + " ? " + cross + "[variables.release] : '') : " +
-					"(" + account + ")"},
+				{Name: "decides", Expression: decides},
+				{Name: "account", Expression: accountOf},
 				{Name: "allowed", Expression: fmt.Sprintf(
 					"!variables.decides || request.userInfo.username == %s || (variables.account != '' && request.userInfo.username == variables.account)",
 					cel(a.Operator))},
@@ -159,12 +176,15 @@ func Policy(a Accounts) (*admissionv1.ValidatingAdmissionPolicy, []*admissionv1.
 			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedBy}},
 			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
-				PolicyName:        PolicyName,
+				PolicyName:        policyName,
 				ParamRef:          params,
 				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
 				MatchResources:    selected.DeepCopy(),
 			},
 		}
+	}
+	if a.Remote {
+		return policy, []*admissionv1.ValidatingAdmissionPolicyBinding{binding(RemotePolicyName, nil)}
 	}
 	return policy, []*admissionv1.ValidatingAdmissionPolicyBinding{
 		// Every release of the request's namespace. None: no release there owns the object,

@@ -117,3 +117,19 @@ func TestPolicyAccounts(t *testing.T) {
 	p2, _ := Policy(a)
 	NewWithT(t).Expect(variable(p1, "account")).To(Equal(variable(p2, "account")))
 }
+
+// TestRemotePolicy: in a remote cluster there is no ImmutableRelease to take as a param: one
+// binding without params decides for every labelled object, from the accounts written in.
+func TestRemotePolicy(t *testing.T) {
+	g := NewWithT(t)
+	policy, bindings := Policy(Accounts{Operator: "hub", Remote: true, CrossNamespace: map[string]string{"shop/web": "system:serviceaccount:shop:deployer", "ops/base": ""}})
+	g.Expect(policy.Name).To(Equal(RemotePolicyName))
+	g.Expect(policy.Spec.ParamKind).To(BeNil())
+	g.Expect(bindings).To(HaveLen(1))
+	g.Expect(bindings[0].Name).To(Equal(RemotePolicyName))
+	g.Expect(bindings[0].Spec.PolicyName).To(Equal(RemotePolicyName))
+	g.Expect(bindings[0].Spec.ParamRef).To(BeNil())
+	g.Expect(variable(policy, "decides")).To(Equal("variables.ownerName != ''"))
+	g.Expect(variable(policy, "account")).To(ContainSubstring(`{"ops/base": "", "shop/web": "system:serviceaccount:shop:deployer"}`))
+	g.Expect(variable(policy, "allowed")).To(ContainSubstring(`request.userInfo.username == "hub"`))
+}
