@@ -200,9 +200,6 @@ func (r *ImmutableReleaseReconciler) closeUnusedClusters() {
 	r.clusters.closeUnused(func(key string) bool { return used[key] })
 }
 
-// kubeConfigKeys are the keys Flux reads a kubeconfig from when secretRef.key is empty.
-var kubeConfigKeys = []string{"value", "value.yaml"}
-
 // readKubeConfig reads and checks the kubeconfig of spec.kubeConfig, from the release's own
 // namespace and never from the cache: Secrets are not kept in memory.
 func (r *ImmutableReleaseReconciler) readKubeConfig(ctx context.Context, obj *v1alpha1.ImmutableRelease) (*kubeconfig.Config, error) {
@@ -215,33 +212,11 @@ func (r *ImmutableReleaseReconciler) readKubeConfig(ctx context.Context, obj *v1
 	case err != nil:
 		return nil, retry(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("reading the Secret %q of spec.kubeConfig.secretRef: %w", ref.Name, err))
 	}
-	keys := kubeConfigKeys
-	if ref.Key != "" {
-		keys = []string{ref.Key}
+	cfg, err := kubeconfig.FromSecret(secret.Data, ref.Key, r.Options.KubeConfig)
+	if err != nil {
+		return nil, stall(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("the Secret %q of spec.kubeConfig.secretRef: %w; nothing was applied", ref.Name, err))
 	}
-	for _, k := range keys {
-		data, ok := secret.Data[k]
-		if !ok {
-			continue
-		}
-		cfg, err := kubeconfig.Parse(data, r.Options.KubeConfig)
-		if err != nil {
-			return nil, stall(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("the kubeconfig in key %q of Secret %q: %w; nothing was applied", k, ref.Name, err))
-		}
-		return cfg, nil
-	}
-	return nil, stall(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("the Secret %q of spec.kubeConfig.secretRef has no key %s; nothing was applied", ref.Name, quotedOr(keys)))
-}
-
-func quotedOr(keys []string) string {
-	s := ""
-	for i, k := range keys {
-		if i > 0 {
-			s += " or "
-		}
-		s += fmt.Sprintf("%q", k)
-	}
-	return s
+	return cfg, nil
 }
 
 // newRemoteCluster makes the cluster of a checked kubeconfig and starts its cache, which

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/admission"
+	"github.com/immutable-release/operator/internal/cli"
 	"github.com/immutable-release/operator/internal/controlplane"
 )
 
@@ -137,6 +139,25 @@ func TestRemoteCluster(t *testing.T) {
 	g.Eventually(func(g Gomega) { g.Expect(remoteImage(g, far, ns, "web")).To(Equal(good)) }, 10*time.Second, 10*time.Millisecond).Should(Succeed())
 	t.Logf("drift in the remote cluster corrected in %s", time.Since(start).Round(time.Millisecond))
 	g.Expect(deploymentImage(g, ns, "web")).To(Equal(good))
+
+	// kubectl release shows which cluster each release delivers to, and diffs against it.
+	host := strings.TrimPrefix(strings.TrimSuffix(cp.Config.Host, "/"), "https://")
+	waitFor(t, rel, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	code, out, _ := kubectlRelease("get", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK), out)
+	g.Expect(out).To(MatchRegexp(`NAME\s+READY\s+CLUSTER\s+REVISION\s+IMAGES\s+AGE\nlocal\s+True\s+local\s+main@`))
+	g.Expect(out).To(MatchRegexp(`\nremote\s+True\s+` + regexp.QuoteMeta(host) + `\s+main@`))
+	code, out, _ = kubectlRelease("status", "remote", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK), out)
+	g.Expect(out).To(ContainSubstring("Cluster:   https://" + host + " (kubeconfig Secret remote-kubeconfig)"))
+	code, out, _ = kubectlRelease("diff", "remote", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK), out)
+	g.Expect(out).To(ContainSubstring("no changes (3 objects unchanged)"))
+	// An object deleted in the remote cluster comes back from that cluster's watch.
+	g.Expect(far.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-settings"}})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(far.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-settings"}, &corev1.ConfigMap{})).To(Succeed())
+	}, 10*time.Second, 20*time.Millisecond).Should(Succeed(), "a deleted object comes back in the remote cluster")
 
 	// A broken digest for the remote cluster's path is reverted there only.
 	bad := commit(t, repo, "Release a broken build to the remote cluster", map[string]string{
@@ -267,7 +288,7 @@ func TestRemoteKubeconfigRefused(t *testing.T) {
 			g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring(why))
 		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 	}
-	refused("token-file", `Secret "token-file": user "envtest" names a file`)
+	refused("token-file", `the Secret "token-file" of spec.kubeConfig.secretRef: the kubeconfig in key "value": user "envtest" names a file`)
 	refused("missing", `the Secret "missing" of spec.kubeConfig.secretRef is not in namespace "`+ns+`"`)
 
 	g.Expect(apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{}))).To(BeTrue(), "nothing applied in the remote cluster")

@@ -49,13 +49,22 @@ func (o *options) getCommand() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(o.out, 0, 4, 3, ' ', 0)
 			header := "NAME\tREADY\tREVISION\tIMAGES\tAGE"
+			// The cluster column appears once a release delivers to another cluster.
+			remote := anyRemote(items)
+			if remote {
+				header = "NAME\tREADY\tCLUSTER\tREVISION\tIMAGES\tAGE"
+			}
 			if o.allNamespaces {
 				header = "NAMESPACE\t" + header
 			}
 			fmt.Fprintln(w, header)
 			for i := range items {
 				rel := &items[i]
-				row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", rel.Name, o.readyCell(rel), shortRevision(rel.Status.LastAppliedRevision),
+				ready := o.readyCell(rel)
+				if remote {
+					ready += "\t" + clusterCell(rel)
+				}
+				row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", rel.Name, ready, shortRevision(rel.Status.LastAppliedRevision),
 					shortImages(rel.Status.Images), shortAge(rel.CreationTimestamp.Time))
 				if o.allNamespaces {
 					row = rel.Namespace + "\t" + row
@@ -82,6 +91,9 @@ func (o *options) statusCommand() *cobra.Command {
 			out := o.out
 			fmt.Fprintf(out, "Release:   %s/%s\n", rel.Namespace, rel.Name)
 			fmt.Fprintf(out, "Source:    %s (%s) path %s\n", rel.Spec.Git.URL, git.Reference{Branch: rel.Spec.Git.Ref.Branch, Tag: rel.Spec.Git.Ref.Tag, Commit: rel.Spec.Git.Ref.Commit}.String(), orDefault(rel.Spec.Path, "/"))
+			if rel.Spec.KubeConfig != nil {
+				fmt.Fprintf(out, "Cluster:   %s (kubeconfig Secret %s)\n", orDefault(rel.Status.Cluster, "not reached yet"), rel.Spec.KubeConfig.SecretRef.Name)
+			}
 			fmt.Fprintf(out, "Applied:   %s\n", orDefault(rel.Status.LastAppliedRevision, "nothing yet"))
 			if rel.Status.LastAttemptedRevision != rel.Status.LastAppliedRevision {
 				fmt.Fprintf(out, "Attempted: %s\n", rel.Status.LastAttemptedRevision)

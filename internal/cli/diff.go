@@ -59,7 +59,8 @@ func (o *options) diffCommand() *cobra.Command {
 		Short: "What applying Git's head would change in the cluster now (server-side dry run)",
 		Long: "diff fetches the release's Git reference as the operator does (with the credentials of its\n" +
 			"secretRef, read with your kubeconfig), builds and validates the manifests, and dry-runs a\n" +
-			"server-side apply of every object as you (add --as to act as the release's service account).\n" +
+			"server-side apply of every object as you (add --as to act as the release's service account);\n" +
+			"a release of another cluster (spec.kubeConfig) is dry-run there, as its kubeconfig's user.\n" +
 			"Exit code 0: nothing would change; 6: something would; other codes: see kubectl release --help.\n\n" +
 			"SOPS-encrypted files are decrypted in memory with --age-key-file (or $SOPS_AGE_KEY_FILE, $SOPS_AGE_KEY);\n" +
 			"the key Secret of spec.decryption is not read. Secret values are shown masked.",
@@ -93,7 +94,11 @@ func (o *options) diffCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			changes, err := plan(ctx, c, rel, manifest.Unstructured(objects), revision)
+			target, err := targetClient(ctx, c, rel)
+			if err != nil {
+				return err
+			}
+			changes, err := plan(ctx, target, rel, manifest.Unstructured(objects), revision)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	runtimeclient "github.com/fluxcd/pkg/runtime/client"
@@ -157,4 +159,38 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// SecretKeys are the keys a kubeconfig is read from when no key is named, as Flux reads
+// them: value, else value.yaml.
+var SecretKeys = []string{"value", "value.yaml"}
+
+// FromSecret checks the kubeconfig held in data (a Secret's data) under key, or under the
+// first of SecretKeys present when key is empty.
+func FromSecret(data map[string][]byte, key string, opts Options) (*Config, error) {
+	keys := SecretKeys
+	if key != "" {
+		keys = []string{key}
+	}
+	for _, k := range keys {
+		if v, ok := data[k]; ok {
+			cfg, err := Parse(v, opts)
+			if err != nil {
+				return nil, fmt.Errorf("the kubeconfig in key %q: %w", k, err)
+			}
+			return cfg, nil
+		}
+	}
+	quoted := make([]string, len(keys))
+	for i, k := range keys {
+		quoted[i] = strconv.Quote(k)
+	}
+	return nil, &MissingKeyError{Keys: quoted}
+}
+
+// MissingKeyError: the Secret has none of the keys a kubeconfig is read from.
+type MissingKeyError struct{ Keys []string }
+
+func (e *MissingKeyError) Error() string {
+	return "no key " + strings.Join(e.Keys, " or ")
 }
