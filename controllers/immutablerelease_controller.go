@@ -89,6 +89,8 @@ type Options struct {
 	Tenancy tenancy.Policy
 	// Shard is the part of the fleet this manager reconciles (--watch-label-selector).
 	Shard shard.Shard
+	// Attestation signs the deployment records of spec.attest.
+	Attestation AttestationOptions
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.
