@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/attest"
+	"github.com/immutable-release/operator/internal/cli"
 	"github.com/immutable-release/operator/internal/git"
 	"github.com/immutable-release/operator/internal/testgit"
 )
@@ -162,6 +165,48 @@ func TestAttestation(t *testing.T) {
 	g.Expect(entries).To(HaveLen(1))
 	g.Expect(entries[0].Statement.Predicate.Images[0].Image).To(HaveSuffix(digestV2))
 	checkKstatus(t, get(g, obj), status.CurrentStatus)
+
+	// kubectl release audit lists both deployments, newest first, verified with the public
+	// key from a file or from the operator's Secret.
+	pubFile := filepath.Join(t.TempDir(), "attest.pub")
+	g.Expect(os.WriteFile(pubFile, key.Public().PEM(), 0o600)).To(Succeed())
+	code, stdout, stderr := kubectlRelease("audit", "shop", "-n", ns, "--public-key", pubFile)
+	g.Expect(code).To(Equal(cli.ExitOK), stderr)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	g.Expect(lines).To(HaveLen(3), stdout)
+	g.Expect(lines[0]).To(MatchRegexp(`APPLIED\s+HEALTHY\s+UNTIL\s+COMMIT\s+CLUSTER\s+AUTHOR\s+BUILT BY\s+SIGNATURE`))
+	g.Expect(lines[1]).To(MatchRegexp(`running\s+` + second[:12] + `\s+` + testClusterName + `\s+Ada Developer <ada@example.com>\s+-\s+verified SHA256:`))
+	g.Expect(lines[2]).To(ContainSubstring(first[:12]))
+	g.Expect(lines[2]).NotTo(ContainSubstring("running"))
+	code, stdout, stderr = kubectlRelease("audit", "shop", "-n", ns, "--key-secret", operatorNS+"/"+attestKeySecret, "-o", "json")
+	g.Expect(code).To(Equal(cli.ExitOK), stderr)
+	g.Expect(stdout).To(ContainSubstring(`"verified": true`))
+	g.Expect(stdout).NotTo(ContainSubstring(`"verified": false`))
+	// Only what ran since: both ran within the last hour; before a time in the future, none.
+	_, stdout, _ = kubectlRelease("audit", "shop", "-n", ns, "--public-key", pubFile, "--since", "1h")
+	g.Expect(strings.Count(stdout, "verified")).To(Equal(2))
+
+	// The tenant's key verifies none of them: every record is FAILED, exit 1.
+	tenantFile := filepath.Join(t.TempDir(), "tenant.pub")
+	g.Expect(os.WriteFile(tenantFile, tenant.Public().PEM(), 0o600)).To(Succeed())
+	code, stdout, _ = kubectlRelease("audit", "shop", "-n", ns, "--public-key", tenantFile)
+	g.Expect(code).To(Equal(cli.ExitFailed))
+	g.Expect(strings.Count(stdout, "FAILED: the signature does not verify")).To(Equal(2), stdout)
+
+	// Someone who can push to the notes forges a record of this release, signed by a key
+	// of their own: audit shows it FAILED beside the genuine ones.
+	forged := entries[0].Statement
+	forged.Predicate.Images[0].Image = "evil.example.com/miner@" + digestV1
+	forgedLine, err := tenant.Sign(forged)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(repo.Git("notes", "--ref=immutable-release", "append", "-m", string(forgedLine), second)).To(Succeed())
+	g.Expect(repo.Git("push", "-q", "origin", v1alpha1.DefaultNotesRef)).To(Succeed())
+	code, stdout, _ = kubectlRelease("audit", "shop", "-n", ns, "--public-key", pubFile)
+	g.Expect(code).To(Equal(cli.ExitFailed))
+	g.Expect(strings.Count(stdout, "verified SHA256:")).To(Equal(2), stdout)
+	g.Expect(strings.Count(stdout, "FAILED")).To(Equal(1), stdout)
+	code, _, stderr = kubectlRelease("audit", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitUsage), stderr)
 }
 
 // current reads the release again, inside Eventually.
