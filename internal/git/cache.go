@@ -312,6 +312,10 @@ type repository struct {
 	checkouts map[string]*checkout
 	// lastUse is when the store was last looked up; guarded by the Cache's mu.
 	lastUse time.Time
+	// notes are the note writes waiting for mu, by notes reference (WriteNote), guarded
+	// by notesMu.
+	notesMu sync.Mutex
+	notes   map[string][]*pendingNote
 }
 
 type checkout struct {

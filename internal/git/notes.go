@@ -72,150 +72,253 @@ type NoteRequest struct {
 // WriteNote fetches the notes reference, applies Edit to the note on the commit, and
 // pushes a notes commit on top, starting again from the remote's newer notes when another
 // push won (bounded). It returns the notes commit that holds the note.
+//
+// Writes of this process to the same store and notes reference take turns, and those that
+// wait while another's push is under way go together in one notes commit: a fleet of
+// releases that all became healthy on one commit costs a few pushes, not one each.
 func (c *Cache) WriteNote(ctx context.Context, req NoteRequest) (string, error) {
 	if err := c.checkNote(req.URL, req.Ref, req.Commit); err != nil {
 		return "", err
 	}
+	r, err := c.repository(req.URL, req.Auth)
+	if err != nil {
+		return "", err
+	}
+	p := &pendingNote{req: req, done: make(chan struct{})}
+	r.enqueueNote(p)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-p.done:
+		// Written by the write that held the store before.
+		return p.hash, p.err
+	default:
+	}
+	c.writeNotes(ctx, r, r.takeNotes(req.Ref))
+	return p.hash, p.err
+}
+
+// pendingNote is a write waiting for its turn at the store, and its outcome.
+type pendingNote struct {
+	req  NoteRequest
+	done chan struct{}
+	hash string
+	err  error
+}
+
+// enqueueNote adds a write to those waiting for the store.
+func (r *repository) enqueueNote(p *pendingNote) {
+	r.notesMu.Lock()
+	defer r.notesMu.Unlock()
+	if r.notes == nil {
+		r.notes = map[string][]*pendingNote{}
+	}
+	r.notes[p.req.Ref] = append(r.notes[p.req.Ref], p)
+}
+
+// takeNotes removes and returns the writes waiting for ref.
+func (r *repository) takeNotes(ref string) []*pendingNote {
+	r.notesMu.Lock()
+	defer r.notesMu.Unlock()
+	batch := r.notes[ref]
+	delete(r.notes, ref)
+	return batch
+}
+
+// writeNotes writes a batch, with the store locked, and gives each write its outcome.
+func (c *Cache) writeNotes(ctx context.Context, r *repository, batch []*pendingNote) {
+	defer func() {
+		for _, p := range batch {
+			close(p.done)
+		}
+	}()
 	var lastErr error
 	for attempt := 0; attempt < maxNoteAttempts; attempt++ {
 		if attempt > 0 {
 			// Writers that lost together should not race again in step.
 			select {
 			case <-ctx.Done():
-				return "", ctx.Err()
+				lastErr = ctx.Err()
+				attempt = maxNoteAttempts
+				continue
 			case <-time.After(time.Duration(attempt*(20+rand.IntN(80))) * time.Millisecond):
 			}
 		}
 		c.mu.Lock()
 		c.stats.NotePushes++
 		c.mu.Unlock()
-		hash, err := c.writeNoteOnce(ctx, req)
+		err := c.pushNotes(ctx, r, batch)
 		if err == nil || !errors.Is(err, errNonFastForward) {
-			return hash, err
+			if err != nil {
+				for _, p := range batch {
+					if p.err == nil && p.hash == "" {
+						p.err = err
+					}
+				}
+			}
+			return
 		}
 		lastErr = err
 	}
-	return "", fmt.Errorf("the notes reference %s kept moving during %d attempts to push the note: %w", req.Ref, maxNoteAttempts, lastErr)
+	err := fmt.Errorf("the notes reference kept moving during %d attempts to push the note: %w", maxNoteAttempts, lastErr)
+	for _, p := range batch {
+		p.hash, p.err = "", err
+	}
 }
 
-func (c *Cache) writeNoteOnce(ctx context.Context, req NoteRequest) (string, error) {
-	r, err := c.repository(req.URL, req.Auth)
-	if err != nil {
-		return "", err
+// pushNotes applies the batch's edits to the notes the remote holds now and pushes them
+// in one notes commit. An edit that fails fails its own write only. A lost race returns
+// errNonFastForward, and the whole batch is done again on the newer notes.
+func (c *Cache) pushNotes(ctx context.Context, r *repository, batch []*pendingNote) error {
+	for _, p := range batch {
+		p.hash, p.err = "", nil
 	}
-	// The store is locked from the fetch to the push: writers of this process take turns,
-	// and only other processes race.
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	tip, err := c.fetchNotes(ctx, r, req.URL, req.Ref, req.Auth)
+	ref, repoURL, auth := batch[0].req.Ref, batch[0].req.URL, batch[0].req.Auth
+	tip, err := c.fetchNotes(ctx, r, repoURL, ref, auth)
 	if err != nil {
-		return "", err
+		return err
 	}
 	repo := r.repo
-	var current []byte
-	var tree *object.Tree
-	var at []string
+	tree := &object.Tree{}
 	if !tip.IsZero() {
 		commit, err := repo.CommitObject(tip)
 		if err != nil {
-			return "", fmt.Errorf("reading notes commit %s: %w", tip, err)
+			return fmt.Errorf("reading notes commit %s: %w", tip, err)
 		}
 		if tree, err = commit.Tree(); err != nil {
-			return "", fmt.Errorf("reading the tree of notes commit %s: %w", tip, err)
-		}
-		if current, at, err = readNote(repo, tree, req.Commit); err != nil {
-			return "", err
+			return fmt.Errorf("reading the tree of notes commit %s: %w", tip, err)
 		}
 	}
-	next, err := req.Edit(current)
-	if err != nil {
-		return "", err
+	var changed []*pendingNote
+	for _, p := range batch {
+		next, at, err := editNote(repo, tree, p.req)
+		switch {
+		case err != nil:
+			p.err = err
+			continue
+		case at == nil:
+			p.hash = tip.String()
+			continue
+		}
+		treeHash, err := spliceTree(repo.Storer, tree, at, &object.TreeEntry{Mode: filemode.Regular, Hash: next})
+		if err == nil {
+			tree, err = object.GetTree(repo.Storer, treeHash)
+		}
+		if err != nil {
+			return fmt.Errorf("writing the notes tree: %w", err)
+		}
+		changed = append(changed, p)
 	}
-	if current != nil && string(next) == string(current) {
-		return tip.String(), nil
+	if len(changed) == 0 {
+		return nil
 	}
-	if len(next) > MaxNoteBytes {
-		return "", fmt.Errorf("%w: the note on %s would hold more than %s", ErrTooLarge, short(req.Commit), formatBytes(MaxNoteBytes))
+	first := changed[0].req
+	message := first.Message
+	if len(changed) > 1 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d notes\n\n", len(changed))
+		for _, p := range changed {
+			subject, _, _ := strings.Cut(p.req.Message, "\n")
+			fmt.Fprintf(&b, "%s\n", subject)
+		}
+		message = b.String()
 	}
-	blob := repo.Storer.NewEncodedObject()
-	blob.SetType(plumbing.BlobObject)
-	w, err := blob.Writer()
-	if err != nil {
-		return "", err
-	}
-	if _, err := w.Write(next); err != nil {
-		return "", err
-	}
-	if err := w.Close(); err != nil {
-		return "", err
-	}
-	blobHash, err := repo.Storer.SetEncodedObject(blob)
-	if err != nil {
-		return "", err
-	}
-	if at == nil {
-		at = []string{req.Commit}
-	}
-	if tree == nil {
-		tree = &object.Tree{}
-	}
-	treeHash, err := spliceTree(repo.Storer, tree, at, &object.TreeEntry{Mode: filemode.Regular, Hash: blobHash})
-	if err != nil {
-		return "", fmt.Errorf("writing the notes tree: %w", err)
-	}
-	sig := object.Signature{Name: req.AuthorName, Email: req.AuthorEmail, When: time.Now()}
-	commit := &object.Commit{Author: sig, Committer: sig, Message: req.Message, TreeHash: treeHash}
+	sig := object.Signature{Name: first.AuthorName, Email: first.AuthorEmail, When: time.Now()}
+	commit := &object.Commit{Author: sig, Committer: sig, Message: message, TreeHash: tree.Hash}
 	if !tip.IsZero() {
 		commit.ParentHashes = []plumbing.Hash{tip}
 	}
 	obj := repo.Storer.NewEncodedObject()
 	if err := commit.Encode(obj); err != nil {
-		return "", err
+		return err
 	}
 	hash, err := repo.Storer.SetEncodedObject(obj)
 	if err != nil {
-		return "", err
+		return err
 	}
-	local := plumbing.ReferenceName("refs/immutable-release/notes-push/" + strings.TrimPrefix(req.Ref, "refs/notes/"))
+	local := plumbing.ReferenceName("refs/immutable-release/notes-push/" + strings.TrimPrefix(ref, "refs/notes/"))
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(local, hash)); err != nil {
-		return "", err
+		return err
 	}
 	defer func() { _ = repo.Storer.RemoveReference(local) }()
 	push := c.remote(ctx)
 	defer push.cancel()
-	remote := gogit.NewRemote(repo.Storer, &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{req.URL}})
+	remote := gogit.NewRemote(repo.Storer, &config.RemoteConfig{Name: gogit.DefaultRemoteName, URLs: []string{repoURL}})
 	err = push.err(remote.PushContext(push.ctx, &gogit.PushOptions{
-		RemoteURL:    req.URL,
-		Auth:         authMethod(req.Auth),
-		RefSpecs:     []config.RefSpec{config.RefSpec(fmt.Sprintf("%s:%s", local, req.Ref))},
-		ProxyOptions: push.proxyFor(req.URL),
+		RemoteURL:    repoURL,
+		Auth:         authMethod(auth),
+		RefSpecs:     []config.RefSpec{config.RefSpec(fmt.Sprintf("%s:%s", local, ref))},
+		ProxyOptions: push.proxyFor(repoURL),
 	}))
 	if err != nil {
-		return c.afterFailedPush(ctx, r, req, tip, hash, err)
+		if err := c.afterFailedPush(ctx, r, repoURL, ref, auth, tip, hash, err); err != nil {
+			return err
+		}
 	}
 	// The store mirrors what was pushed: the next write starts from it.
-	if err := repo.Storer.SetReference(plumbing.NewHashReference(fetchedNotes(req.Ref), hash)); err != nil {
-		return "", err
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(fetchedNotes(ref), hash)); err != nil {
+		return err
 	}
-	return hash.String(), nil
+	for _, p := range changed {
+		p.hash = hash.String()
+	}
+	return nil
+}
+
+// editNote applies req's edit to the note on its commit in tree, and writes the new note;
+// at is where it goes, nil when the edit changed nothing.
+func editNote(repo *gogit.Repository, tree *object.Tree, req NoteRequest) (blob plumbing.Hash, at []string, err error) {
+	current, at, err := readNote(repo, tree, req.Commit)
+	if err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	next, err := req.Edit(current)
+	if err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	if current != nil && string(next) == string(current) {
+		return plumbing.ZeroHash, nil, nil
+	}
+	if len(next) > MaxNoteBytes {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: the note on %s would hold more than %s", ErrTooLarge, short(req.Commit), formatBytes(MaxNoteBytes))
+	}
+	obj := repo.Storer.NewEncodedObject()
+	obj.SetType(plumbing.BlobObject)
+	w, err := obj.Writer()
+	if err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	if _, err := w.Write(next); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	if err := w.Close(); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	if blob, err = repo.Storer.SetEncodedObject(obj); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	if at == nil {
+		at = []string{req.Commit}
+	}
+	return blob, at, nil
 }
 
 // afterFailedPush asks the remote what a failed push did, rather than trusting how the
 // server worded its refusal (servers word a lost race in many ways, some not even in the
 // protocol's framing): the notes reference at the commit pushed means the push went
-// through; moved elsewhere, another writer won the race and the write starts again;
+// through (nil); moved elsewhere, another writer won the race (errNonFastForward);
 // unmoved, the push truly failed.
-func (c *Cache) afterFailedPush(ctx context.Context, r *repository, req NoteRequest, base, pushed plumbing.Hash, pushErr error) (string, error) {
-	now, err := c.fetchNotes(ctx, r, req.URL, req.Ref, req.Auth)
+func (c *Cache) afterFailedPush(ctx context.Context, r *repository, repoURL, ref string, auth *Auth, base, pushed plumbing.Hash, pushErr error) error {
+	now, err := c.fetchNotes(ctx, r, repoURL, ref, auth)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("pushing %s to %s: %w", req.Ref, Redact(req.URL), pushErr)
+		return fmt.Errorf("pushing %s to %s: %w", ref, Redact(repoURL), pushErr)
 	case now == pushed:
-		return pushed.String(), nil
+		return nil
 	case now != base || errors.Is(pushErr, gogit.ErrNonFastForwardUpdate):
-		return "", fmt.Errorf("%w: %v", errNonFastForward, pushErr)
+		return fmt.Errorf("%w: %v", errNonFastForward, pushErr)
 	}
-	return "", fmt.Errorf("pushing %s to %s: %w", req.Ref, Redact(req.URL), pushErr)
+	return fmt.Errorf("pushing %s to %s: %w", ref, Redact(repoURL), pushErr)
 }
 
 // ReadNote fetches the notes reference and returns the note on commit, nil when there is

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
@@ -243,4 +244,54 @@ func gitStdin(t *testing.T, dir, stdin string, args ...string) string {
 		t.Fatalf("git %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// TestNoteWritesBatched: the writes of one process that wait while the store is busy go
+// together in one notes commit, each getting it as its answer.
+func TestNoteWritesBatched(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, first := newRepo(t)
+	second := write(t, repo, "Second", map[string]string{"deploy/app.yaml": "a: 2\n"})
+	auth := httpAuth(t, srv, repo.URL())
+	cache := NewCache(t.TempDir())
+	store, err := cache.repository(repo.URL(), auth)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	store.mu.Lock() // busy, as with a checkout under way
+	const writers = 10
+	hashes := make(chan string, writers)
+	var wg sync.WaitGroup
+	for i := 0; i < writers; i++ {
+		commit := []string{first, second}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := cache.WriteNote(ctx, noteRequest(repo.URL(), auth, commit, appendLine(fmt.Sprintf("release-%d", i))))
+			if err != nil {
+				t.Error(err)
+			}
+			hashes <- h
+		}()
+	}
+	g.Eventually(func() int {
+		store.notesMu.Lock()
+		defer store.notesMu.Unlock()
+		return len(store.notes[DefaultNotesRef])
+	}, 5*time.Second, 10*time.Millisecond).Should(Equal(writers))
+	store.mu.Unlock()
+	wg.Wait()
+	close(hashes)
+
+	g.Expect(cache.Stats().NotePushes).To(Equal(int64(1)))
+	var got []string
+	for h := range hashes {
+		got = append(got, h)
+	}
+	g.Expect(got).To(HaveLen(writers))
+	for _, h := range got {
+		g.Expect(h).To(Equal(got[0]), "one notes commit holds them all")
+	}
+	g.Expect(strings.Count(gitNotesShow(t, repo, first), "release-")).To(Equal(writers / 2))
+	g.Expect(strings.Count(gitNotesShow(t, repo, second), "release-")).To(Equal(writers / 2))
 }
