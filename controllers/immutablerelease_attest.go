@@ -193,7 +193,9 @@ func (r *ImmutableReleaseReconciler) deployment(s *scope, h v1alpha1.ReleaseReco
 		AppliedAt:       h.AppliedAt.UTC(),
 		HealthyAt:       time.Now().UTC().Truncate(time.Second),
 	}
-	if c := conditions.Get(obj, v1alpha1.HealthyCondition); c != nil {
+	// The verdict's time, unless Healthy stayed True from an earlier revision (a revision
+	// that changed no object): then this reconcile's, which made the verdict.
+	if c := conditions.Get(obj, v1alpha1.HealthyCondition); c != nil && !c.LastTransitionTime.Before(&h.AppliedAt) {
 		d.HealthyAt = c.LastTransitionTime.UTC()
 	}
 	if h.CommitTime != nil {
