@@ -207,6 +207,36 @@ func TestAttestation(t *testing.T) {
 	g.Expect(strings.Count(stdout, "FAILED")).To(Equal(1), stdout)
 	code, _, stderr = kubectlRelease("audit", "shop", "-n", ns)
 	g.Expect(code).To(Equal(cli.ExitUsage), stderr)
+
+	// A manual rollback to the first revision: the revert is recorded, the second
+	// revision's record signed again with rolledBackAt, and the forgery beside it kept.
+	code, _, stderr = kubectlRelease("rollback", "shop", "-n", ns, "--to", first[:8], "--timeout", "1m")
+	g.Expect(code).To(Equal(cli.ExitOK), stderr)
+	var revertedBy string
+	g.Eventually(func(g Gomega) {
+		cur := current(g, obj)
+		var states []v1alpha1.AttestationState
+		for _, h := range cur.Status.History {
+			g.Expect(h.Attestation).NotTo(BeNil(), h.Revision)
+			states = append(states, h.Attestation.State)
+		}
+		g.Expect(states).To(Equal([]v1alpha1.AttestationState{v1alpha1.AttestationHealthy, v1alpha1.AttestationRolledBack, v1alpha1.AttestationReplaced}))
+		revertedBy = cur.Status.History[1].RevertedBy
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	entries, err = attest.Verify([]byte(notesOf(t, repo, second)), key.Public())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(entries).To(HaveLen(2))
+	g.Expect(entries[0].Err).To(HaveOccurred(), "the forgery, kept")
+	g.Expect(entries[1].Err).NotTo(HaveOccurred())
+	g.Expect(entries[1].Statement.Predicate.RolledBackAt).NotTo(BeNil())
+	g.Expect(entries[1].Statement.Predicate.RevertedBy).To(Equal(revertedBy))
+	code, stdout, _ = kubectlRelease("audit", "shop", "-n", ns, "--public-key", pubFile)
+	g.Expect(code).To(Equal(cli.ExitFailed))
+	g.Expect(strings.Count(stdout, "verified SHA256:")).To(Equal(3), stdout)
+	g.Expect(strings.Count(stdout, "FAILED")).To(Equal(1), stdout)
+	g.Expect(stdout).To(ContainSubstring("(rolled back)"))
+	t.Logf("kubectl release audit:\n%s", stdout)
+	checkKstatus(t, get(g, obj), status.CurrentStatus)
 }
 
 // current reads the release again, inside Eventually.

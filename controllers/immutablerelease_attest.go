@@ -141,7 +141,7 @@ func (r *ImmutableReleaseReconciler) writeRecord(ctx context.Context, s *scope, 
 		if err != nil {
 			return "", false, err
 		}
-		edit = func(note []byte) ([]byte, error) { return attest.Merge(note, line) }
+		edit = func(note []byte) ([]byte, error) { return attest.Merge(note, line, key.Public()) }
 	} else {
 		newer := obj.Status.History[d.index-1]
 		at := newer.AppliedAt.UTC()
@@ -167,7 +167,7 @@ func (r *ImmutableReleaseReconciler) writeRecord(ctx context.Context, s *scope, 
 			if err != nil {
 				return nil, err
 			}
-			return attest.Merge(note, line)
+			return attest.Merge(note, line, key.Public())
 		}
 	}
 	author := revertAuthor(obj)

@@ -274,13 +274,13 @@ func TestMerge(t *testing.T) {
 	api := sign(t, key, deployment("prod-eu", "api"))
 	us := sign(t, other, deployment("prod-us", "web"))
 
-	note, err := Merge(nil, web)
+	note, err := Merge(nil, web, key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
-	note, err = Merge(note, us)
+	note, err = Merge(note, us, other.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 	// A line that is not ours to read is kept as it is.
 	note = append(note, []byte("written by hand\n")...)
-	note, err = Merge(note, api)
+	note, err = Merge(note, api, key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(strings.Count(string(note), "\n")).To(Equal(4))
 
@@ -288,7 +288,7 @@ func TestMerge(t *testing.T) {
 	replaced := deployment("prod-eu", "web")
 	at := replaced.AppliedAt.Add(time.Hour)
 	replaced.ReplacedAt, replaced.ReplacedBy = &at, "main@sha1:"+strings.Repeat("b", 40)
-	note, err = Merge(note, sign(t, key, replaced))
+	note, err = Merge(note, sign(t, key, replaced), key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 	entries, err := Verify(note, key.Public(), other.Public())
 	g.Expect(err).NotTo(HaveOccurred())
@@ -303,16 +303,16 @@ func TestMerge(t *testing.T) {
 	// The same release applying the same commit again, later, is another deployment.
 	again := deployment("prod-eu", "web")
 	again.AppliedAt = again.AppliedAt.Add(2 * time.Hour)
-	note, err = Merge(note, sign(t, key, again))
+	note, err = Merge(note, sign(t, key, again), key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 	entries, err = Verify(note, key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(entries).To(HaveLen(5))
 
 	// A line with a newline in it, or garbage, is not written.
-	_, err = Merge(note, append(append([]byte{}, web...), '\n', 'x'))
+	_, err = Merge(note, append(append([]byte{}, web...), '\n', 'x'), key.Public())
 	g.Expect(err).To(HaveOccurred())
-	_, err = Merge(note, []byte(`{"payloadType":"x"}`))
+	_, err = Merge(note, []byte(`{"payloadType":"x"}`), key.Public())
 	g.Expect(err).To(HaveOccurred())
 }
 
@@ -320,7 +320,7 @@ func TestFind(t *testing.T) {
 	g := NewWithT(t)
 	key, attacker := newEd25519(t), newEd25519(t)
 	d := deployment("prod-eu", "web")
-	note, err := Merge(nil, sign(t, key, d))
+	note, err := Merge(nil, sign(t, key, d), key.Public())
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// Someone who can push to the notes reference appends a line claiming the same
@@ -339,6 +339,19 @@ func TestFind(t *testing.T) {
 	g.Expect(err).To(MatchError(ErrNotRecorded))
 	_, err = Find(note, d.Key(), attacker.Public())
 	g.Expect(err).NotTo(HaveOccurred(), "the attacker's line verifies with the attacker's key only")
+
+	// Our record re-signed replaces our line only: the forgery stays for the audit to see.
+	replaced := d
+	at := d.AppliedAt.Add(time.Hour)
+	replaced.ReplacedAt = &at
+	note, err = Merge(note, sign(t, key, replaced), key.Public())
+	g.Expect(err).NotTo(HaveOccurred())
+	entries, err := Verify(note, key.Public())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(entries).To(HaveLen(2))
+	g.Expect(entries[0].Err).To(HaveOccurred(), "the forgery, kept")
+	g.Expect(entries[1].Err).NotTo(HaveOccurred())
+	g.Expect(entries[1].Statement.Predicate.ReplacedAt).NotTo(BeNil())
 }
 
 func TestHostileNotes(t *testing.T) {
@@ -353,7 +366,7 @@ func TestHostileNotes(t *testing.T) {
 			g := NewWithT(t)
 			_, err := Verify(note, key.Public())
 			g.Expect(err).To(MatchError(ErrNoteTooLarge))
-			_, err = Merge(note, line)
+			_, err = Merge(note, line, key.Public())
 			g.Expect(err).To(MatchError(ErrNoteTooLarge))
 			_, err = Find(note, "k", key.Public())
 			g.Expect(err).To(MatchError(ErrNoteTooLarge))
@@ -378,7 +391,7 @@ func TestHostileNotes(t *testing.T) {
 	t.Run("a note at the bound takes no more", func(t *testing.T) {
 		g := NewWithT(t)
 		filler := bytes.Repeat([]byte("y"), MaxNoteBytes-len(line)/2)
-		_, err := Merge(filler, line)
+		_, err := Merge(filler, line, key.Public())
 		g.Expect(err).To(MatchError(ErrNoteTooLarge))
 	})
 }
@@ -406,6 +419,6 @@ func FuzzVerify(f *testing.F) {
 				}
 			}
 		}
-		_, _ = Merge(data, line)
+		_, _ = Merge(data, line, key.Public())
 	})
 }

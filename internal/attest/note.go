@@ -45,10 +45,12 @@ func Lines(note []byte) ([][]byte, error) {
 }
 
 // Merge returns note with line in it: every earlier line recording the same deployment
-// (Deployment.Key) is dropped, and line added last. The lines of other deployments, other
-// releases and clusters, and lines that are not ours to read, are kept as they are: a
-// record is never lost by another's write. The merged note must stay within the bounds.
-func Merge(note, line []byte) ([]byte, error) {
+// (Deployment.Key) signed by pub, the signer's own key, is dropped, and line added last.
+// The lines of other deployments, other releases and clusters, lines that are not ours to
+// read, and lines that claim the deployment but are not signed by pub (forged, or signed
+// by a key rotated out) are kept as they are: a record is never lost by another's write,
+// and a forgery stays for the audit to show. The merged note must stay within the bounds.
+func Merge(note, line []byte, pub *PublicKey) ([]byte, error) {
 	if len(line) > MaxLineBytes || bytes.ContainsAny(line, "\n\r") {
 		return nil, fmt.Errorf("%w: the envelope is over %d bytes or spans lines", ErrNoteTooLarge, MaxLineBytes)
 	}
@@ -65,7 +67,9 @@ func Merge(note, line []byte) ([]byte, error) {
 	kept := 0
 	for _, l := range lines {
 		if other, err := Peek(l); err == nil && other.Predicate.Key() == key {
-			continue
+			if _, err := pub.Verify(l); err == nil {
+				continue
+			}
 		}
 		b.Write(l)
 		b.WriteByte('\n')
