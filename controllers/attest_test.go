@@ -239,6 +239,41 @@ func TestAttestation(t *testing.T) {
 	checkKstatus(t, get(g, obj), status.CurrentStatus)
 }
 
+// TestAttestationHostileNote: someone who can push to the notes reference puts a note over
+// the size limit on the commit before the release records it. The record is refused with
+// AttestationFailed, nothing else is read of the note, and the release is Ready all the
+// same.
+func TestAttestationHostileNote(t *testing.T) {
+	g := NewWithT(t)
+	operatorNS := operator.Options.Tenancy.Operator.Namespace
+	g.Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}))).To(Succeed())
+	keySecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: attestKeySecret, Namespace: operatorNS},
+		Data: map[string][]byte{attest.PrivateKeyField: newAttestationKey(t)}}
+	if err := k8s.Create(ctx, keySecret); apierrors.IsAlreadyExists(err) {
+		g.Expect(k8s.Update(ctx, keySecret)).To(Succeed())
+	} else {
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+
+	ns := newNamespace(t)
+	repo := newRepo(t, ns, sampleFiles("app", "ghcr.io/acme/web@"+digestV1))
+	head, err := repo.Head()
+	g.Expect(err).NotTo(HaveOccurred())
+	huge := filepath.Join(t.TempDir(), "huge")
+	g.Expect(os.WriteFile(huge, []byte(strings.Repeat("x", git.MaxNoteBytes+1)), 0o600)).To(Succeed())
+	g.Expect(repo.Git("notes", "--ref=immutable-release", "add", "-F", huge, head)).To(Succeed())
+	g.Expect(repo.Git("push", "-q", "origin", v1alpha1.DefaultNotesRef)).To(Succeed())
+
+	obj := newRelease(t, ns, repo, "app", func(o *v1alpha1.ImmutableRelease) { o.Spec.Attest = &v1alpha1.AttestSpec{} })
+	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
+	out := waitFor(t, obj, v1alpha1.AttestedCondition, metav1.ConditionFalse, v1alpha1.AttestationFailedReason, 10*time.Second)
+	g.Expect(condition(out, v1alpha1.AttestedCondition).Message).To(ContainSubstring("over the size limit"))
+	g.Expect(out.Status.History[0].Attestation).NotTo(BeNil())
+	g.Expect(out.Status.History[0].Attestation.State).To(BeEmpty())
+	g.Expect(out.Status.History[0].Attestation.Message).To(ContainSubstring("over the size limit"))
+	checkKstatus(t, out, status.CurrentStatus)
+}
+
 // current reads the release again, inside Eventually.
 func current(g Gomega, obj *v1alpha1.ImmutableRelease) *v1alpha1.ImmutableRelease {
 	out := &v1alpha1.ImmutableRelease{}
