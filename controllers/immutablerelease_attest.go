@@ -82,6 +82,7 @@ func (r *ImmutableReleaseReconciler) recordDeployments(ctx context.Context, s *s
 		}
 		msg := fmt.Sprintf("Recorded the deployment of %s (%s) as a note on commit %s under %s, notes commit %s",
 			h.Revision, d.want, git.RevisionHash(h.Revision), obj.GetNotesRef(), notesCommit)
+		attestations.WithLabelValues("recorded").Inc()
 		conditions.MarkTrue(obj, v1alpha1.AttestedCondition, v1alpha1.AttestationRecordedReason, "%s", msg)
 		r.event(obj, corev1.EventTypeNormal, v1alpha1.AttestationRecordedReason, "Attest", msg)
 		log.FromContext(ctx).V(1).Info("Recorded a deployment", "revision", h.Revision, "state", d.want, "notesCommit", notesCommit)
@@ -245,6 +246,7 @@ func (r *ImmutableReleaseReconciler) attestFailed(s *scope, reason string, err e
 		r.event(obj, corev1.EventTypeWarning, reason, "Attest", msg)
 	}
 	conditions.MarkFalse(obj, v1alpha1.AttestedCondition, reason, "%s", msg)
+	attestations.WithLabelValues("failed").Inc()
 	s.mem.deferAttest(time.Now().Add(attestRetryAfter))
 	return attestRetryAfter
 }
