@@ -236,6 +236,11 @@ func TestAttestation(t *testing.T) {
 	g.Expect(strings.Count(stdout, "FAILED")).To(Equal(1), stdout)
 	g.Expect(stdout).To(ContainSubstring("(rolled back)"))
 	t.Logf("kubectl release audit:\n%s", stdout)
+	code, stdout, _ = kubectlRelease("history", "shop", "-n", ns)
+	g.Expect(code).To(Equal(cli.ExitOK))
+	g.Expect(stdout).To(MatchRegexp(`REVISION\s+RESULT\s+RECORD\s+APPLIED`))
+	g.Expect(stdout).To(MatchRegexp(`main@` + second[:7] + `\s+Healthy\s+RolledBack\s`))
+	g.Expect(stdout).To(MatchRegexp(`main@` + first[:7] + `\s+Healthy\s+Replaced\s`))
 	checkKstatus(t, get(g, obj), status.CurrentStatus)
 }
 
