@@ -295,3 +295,19 @@ func TestNoteWritesBatched(t *testing.T) {
 	g.Expect(strings.Count(gitNotesShow(t, repo, first), "release-")).To(Equal(writers / 2))
 	g.Expect(strings.Count(gitNotesShow(t, repo, second), "release-")).To(Equal(writers / 2))
 }
+
+// TestWriteNoteOverSSH: notes are pushed over SSH as over HTTP, the host key checked.
+func TestWriteNoteOverSSH(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, repo, first := newRepo(t)
+	identity, err := testgit.NewIdentity()
+	g.Expect(err).NotTo(HaveOccurred())
+	knownHosts, err := srv.KnownHosts()
+	g.Expect(err).NotTo(HaveOccurred())
+	auth, err := AuthFromSecret(repo.SSHURL(), map[string][]byte{"identity": identity, "known_hosts": knownHosts})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = NewCache(t.TempDir()).WriteNote(ctx, noteRequest(repo.SSHURL(), auth, first, appendLine("over ssh")))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(gitNotesShow(t, repo, first)).To(Equal("over ssh\n"))
+}
