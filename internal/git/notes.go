@@ -29,8 +29,13 @@ const DefaultNotesRef = "refs/notes/immutable-release"
 // to the notes reference.
 const MaxNoteBytes = 4 << 20
 
-// MaxNotes bounds the notes one listing (EachNote) walks.
-const MaxNotes = 100_000
+// MaxNotes bounds the notes one listing (EachNote) walks, and MaxNotesBytes what it reads
+// of them in all: notes compress well, and a notes reference of a hostile repository could
+// otherwise make a listing read without end.
+const (
+	MaxNotes      = 100_000
+	MaxNotesBytes = 256 << 20
+)
 
 // maxNoteAttempts bounds the pushes of one note when other writers (other clusters, other
 // processes) keep winning the race to the notes reference.
@@ -350,9 +355,9 @@ func (c *Cache) ReadNote(ctx context.Context, repoURL string, auth *Auth, ref, c
 }
 
 // EachNote fetches the notes reference and calls fn with every annotated commit and its
-// note, in no particular order, at most MaxNotes of them. A note over MaxNoteBytes is given
-// as nil with the error saying so, and the walk goes on: one hostile note does not hide
-// the others.
+// note, in no particular order, at most MaxNotes of them and MaxNotesBytes in all. A note
+// over MaxNoteBytes is given as nil with the error saying so, and the walk goes on: one
+// hostile note does not hide the others.
 func (c *Cache) EachNote(ctx context.Context, repoURL string, auth *Auth, ref string, fn func(commit string, note []byte, err error) error) error {
 	if err := c.checkNote(repoURL, ref, strings.Repeat("0", 40)); err != nil {
 		return err
@@ -375,7 +380,7 @@ func (c *Cache) EachNote(ctx context.Context, repoURL string, auth *Auth, ref st
 	if err != nil {
 		return err
 	}
-	seen := 0
+	seen, read := 0, 0
 	var walk func(t *object.Tree, prefix string) error
 	walk = func(t *object.Tree, prefix string) error {
 		for _, e := range t.Entries {
@@ -394,6 +399,9 @@ func (c *Cache) EachNote(ctx context.Context, repoURL string, auth *Auth, ref st
 					return fmt.Errorf("%w: the notes reference %s holds more than %d notes", ErrTooLarge, ref, MaxNotes)
 				}
 				note, err := readBlob(r.repo, e.Hash)
+				if read += len(note); read > MaxNotesBytes {
+					return fmt.Errorf("%w: the notes under %s hold more than %s", ErrTooLarge, ref, formatBytes(MaxNotesBytes))
+				}
 				if err := fn(name, note, err); err != nil {
 					return err
 				}
