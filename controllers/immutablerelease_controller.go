@@ -96,6 +96,8 @@ type Options struct {
 	// KubeConfig says what a kubeconfig of spec.kubeConfig may hold
 	// (--insecure-kubeconfig-exec, --insecure-kubeconfig-tls).
 	KubeConfig kubeconfig.Options
+	// Attestation signs the deployment records of spec.attest.
+	Attestation AttestationOptions
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.

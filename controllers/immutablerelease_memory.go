@@ -49,6 +49,8 @@ type memory struct {
 	// clusterRef names the cluster the release's objects live in (clusterOf): a remote one
 	// is closed when no memory names it.
 	clusterRef clusterRef
+	// attestRetry is when deployment records are written again after a write failed.
+	attestRetry time.Time
 }
 
 // compiledExprs is spec.healthCheckExprs and what compiling them gave.
@@ -333,4 +335,24 @@ func (m *memory) commitStatusFailed(at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.commitStatusRetry = at
+}
+
+// attestWait is how long from now deployment records wait after a write that failed.
+func (m *memory) attestWait(now time.Time) time.Duration {
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(m.attestRetry.Sub(now), 0)
+}
+
+// deferAttest defers the next deployment record write to at (zero: no longer).
+func (m *memory) deferAttest(at time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.attestRetry = at
 }

@@ -163,6 +163,9 @@ func (r *ImmutableReleaseReconciler) steps(ctx context.Context, s *scope) (ctrl.
 	// A failure retried with backoff comes back sooner anyway; a stalled one keeps its result.
 	var f *failure
 	retry := r.postCommitStatuses(ctx, s)
+	if again := r.recordDeployments(ctx, s); again > 0 && (retry == 0 || again < retry) {
+		retry = again
+	}
 	if retry > 0 && (err == nil || errors.As(err, &f) && f.stalled) && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
 		res.RequeueAfter = retry
 	}

@@ -49,10 +49,15 @@ var (
 		Name: "immutable_release_remote_clusters",
 		Help: "Remote clusters (one per kubeconfig and namespace scope) whose objects this manager watches for its releases.",
 	})
+
+	attestations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "immutable_release_attestations_total",
+		Help: "Deployment records (spec.attest) written to Git (result recorded) or not (failed: no usable key, a push refused).",
+	}, []string{"result"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied, remoteClusters)
+	metrics.Registry.MustRegister(reconciles, readyGauge, driftCorrections, gitDuration, rollbackDuration, commitToApplied, remoteClusters, attestations)
 }
 
 // GitMetrics counts the remote operations of the shared Git cache: lists (ls-remote),
@@ -68,12 +73,14 @@ func GitMetrics(cache *git.Cache) prometheus.Collector {
 		reverts: prometheus.NewDesc("immutable_release_git_revert_clones_total",
 			"Clones made to build a revert, one per attempt to push it: a push that loses a race with another push is built again on the new head.", nil, nil),
 		stores: prometheus.NewDesc("immutable_release_git_stores",
-			"Repository stores (one per URL and credentials) the shared Git cache holds; those no release uses are evicted after 10 minutes.", nil, nil)}
+			"Repository stores (one per URL and credentials) the shared Git cache holds; those no release uses are evicted after 10 minutes.", nil, nil),
+		notes: prometheus.NewDesc("immutable_release_git_note_pushes_total",
+			"Pushes of deployment notes (spec.attest), one per attempt: the records waiting together go in one push, and a push that loses a race with another writer is made again.", nil, nil)}
 }
 
 type gitCollector struct {
-	cache                           *git.Cache
-	lists, fetches, reverts, stores *prometheus.Desc
+	cache                                  *git.Cache
+	lists, fetches, reverts, stores, notes *prometheus.Desc
 }
 
 func (c gitCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -81,6 +88,7 @@ func (c gitCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.fetches
 	ch <- c.reverts
 	ch <- c.stores
+	ch <- c.notes
 }
 
 func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
@@ -89,6 +97,7 @@ func (c gitCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(s.Fetches))
 	ch <- prometheus.MustNewConstMetric(c.reverts, prometheus.CounterValue, float64(s.Reverts))
 	ch <- prometheus.MustNewConstMetric(c.stores, prometheus.GaugeValue, float64(s.Repositories))
+	ch <- prometheus.MustNewConstMetric(c.notes, prometheus.CounterValue, float64(s.NotePushes))
 }
 
 // recordReady sets the Ready gauge of a release.

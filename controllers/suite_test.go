@@ -124,7 +124,9 @@ func runSuite(m *testing.M) int {
 		Options: Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4, Tenancy: tenancy.Policy{
 			UnconfinedNamespaces: []string{unconfinedNamespace},
 			Operator:             tenancy.Operator{Namespace: "immutable-release-system", NamePrefix: "immutable-release-", Group: v1alpha1.GroupVersion.Group},
-		}},
+		},
+			Attestation: AttestationOptions{KeySecret: attestKeySecret, ClusterName: testClusterName},
+		},
 	}
 	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {

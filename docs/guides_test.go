@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/attest"
 	"github.com/immutable-release/operator/internal/controlplane"
 )
 
@@ -48,6 +49,7 @@ var guides = []string{
 	"guides/sharding.md",
 	"guides/sops.md",
 	"guides/notifications.md",
+	"guides/deployment-records.md",
 }
 
 // doc is one YAML document of a fenced block.
@@ -272,6 +274,38 @@ func startControlPlane(t *testing.T) client.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestDeploymentRecordKeyCommands runs the guide's commands that make the attestation key
+// and its Secret, in a folder of their own: the Secret they create holds a key the
+// operator signs with, and the public key that goes with it.
+func TestDeploymentRecordKeyCommands(t *testing.T) {
+	g := NewWithT(t)
+	var command string
+	for _, b := range fencedBlocks(t, "guides/deployment-records.md", "sh") {
+		if strings.Contains(b.text, "openssl genpkey") {
+			command = b.text
+		}
+	}
+	g.Expect(command).NotTo(BeEmpty())
+	c := startControlPlane(t)
+	ctx := context.Background()
+	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "immutable-release-system"}})).To(Succeed())
+	root, err := filepath.Abs("..")
+	g.Expect(err).NotTo(HaveOccurred())
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", command)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+
+	secret := &corev1.Secret{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Namespace: "immutable-release-system", Name: "attestation-key"}, secret)).To(Succeed())
+	key, err := attest.KeyFromSecret(secret.Data)
+	g.Expect(err).NotTo(HaveOccurred())
+	pub, err := attest.PublicKeyFromSecret(secret.Data)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(pub.ID()).To(Equal(key.Public().ID()))
 }
 
 // runShell runs a guide's commands with bash -euo pipefail from the repository root, with

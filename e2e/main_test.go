@@ -172,7 +172,9 @@ func startOperator(extra ...string) (*operator, error) {
 	o.args = []string{"--leader-elect", "--leader-election-namespace=immutable-release-system",
 		"--metrics-bind-address=" + o.metrics, "--metrics-secure=false", "--health-probe-bind-address=" + o.probe,
 		"--storage-path=" + o.storage, "--webhook-bind-address=" + webhook, "--kubeconfig=" + o.config,
-		"--events-addr=" + env.events.URL}
+		"--events-addr=" + env.events.URL,
+		// Deployment records (spec.attest): the key a story creates, and the cluster's name.
+		"--attestation-key-secret=" + attestationKeySecret, "--cluster-name=" + e2eClusterName}
 	o.args = append(o.args, extra...)
 	return o, o.start()
 }

@@ -196,3 +196,24 @@ const (
 	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
 	DriftCorrectedReason string = "DriftCorrected"
 )
+
+// The deployment records of spec.attest.
+const (
+	// AttestedCondition reports the deployment record of the last revision written to
+	// Git: True once pushed, False while it cannot be. It never holds the release back:
+	// Ready does not depend on it.
+	AttestedCondition string = "Attested"
+
+	// AttestationRecordedReason: the signed statement of the revision is in Git, as a note
+	// on its commit under spec.attest.notesRef.
+	AttestationRecordedReason string = "AttestationRecorded"
+
+	// AttestationKeyInvalidReason: the manager has no attestation key (no
+	// --attestation-key-secret), or its Secret, in the operator's namespace, is missing or
+	// holds no usable key. Nothing is recorded until it is fixed; retried.
+	AttestationKeyInvalidReason string = "AttestationKeyInvalid"
+
+	// AttestationFailedReason: the record could not be pushed (the Git server refused the
+	// credentials or the push, or the note on the commit is over its size limit). Retried.
+	AttestationFailedReason string = "AttestationFailed"
+)

@@ -146,6 +146,16 @@ type ImmutableReleaseSpec struct {
 	// Secret is read again at the next interval, or at once after a failure.
 	// +optional
 	KubeConfig *KubeConfigReference `json:"kubeConfig,omitempty"`
+
+	// attest, when set, records each revision that becomes healthy as a signed in-toto
+	// statement (its image digests and manifests' checksum; the release, cluster, commit,
+	// author, image signers, and when it was applied, became healthy, and was later
+	// replaced or rolled back), stored as a Git note on the applied commit and pushed with
+	// the credentials of spec.git.secretRef. The signing key is the operator's own (the
+	// manager's --attestation-key-secret), never a tenant's. A record that cannot be
+	// written is retried on a later reconcile; it never holds the release back.
+	// +optional
+	Attest *AttestSpec `json:"attest,omitempty"`
 }
 
 // KubeConfigReference names the kubeconfig of a remote cluster.
@@ -154,6 +164,21 @@ type KubeConfigReference struct {
 	// kubeconfig; without key, Flux's: value, else value.yaml.
 	// +required
 	SecretRef meta.SecretKeyReference `json:"secretRef"`
+}
+
+// DefaultNotesRef is the notes reference of spec.attest when notesRef is unset.
+const DefaultNotesRef = "refs/notes/immutable-release"
+
+// AttestSpec says where the deployment records go.
+type AttestSpec struct {
+	// notesRef is the Git notes reference the records are written to, under refs/notes/.
+	// Defaults to refs/notes/immutable-release; git notes --ref=immutable-release show
+	// <commit> shows a record.
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:Pattern="^refs/notes/[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)*$"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('..') && !self.contains('/.') && !self.endsWith('.lock')",message="notesRef must be a reference name Git accepts under refs/notes/: no '..', no component starting with '.', no '.lock' ending"
+	// +optional
+	NotesRef string `json:"notesRef,omitempty"`
 }
 
 // RollbackMode is how a failed revision is rolled back.
@@ -587,6 +612,35 @@ type ReleaseRecord struct {
 	// Git host (spec.commitStatus): each state is posted once.
 	// +optional
 	CommitStatus CommitState `json:"commitStatus,omitempty"`
+	// attestation is the deployment record of this revision in Git (spec.attest).
+	// +optional
+	Attestation *AttestationRecord `json:"attestation,omitempty"`
+}
+
+// AttestationState is what the deployment record of a revision in Git says.
+// +kubebuilder:validation:Enum=Healthy;Replaced;RolledBack
+type AttestationState string
+
+const (
+	// AttestationHealthy: the statement of the healthy rollout is in Git.
+	AttestationHealthy AttestationState = "Healthy"
+	// AttestationReplaced: re-signed with replacedAt, once a later revision was applied.
+	AttestationReplaced AttestationState = "Replaced"
+	// AttestationRolledBack: re-signed with rolledBackAt, once a revert of it was applied.
+	AttestationRolledBack AttestationState = "RolledBack"
+)
+
+// AttestationRecord is where the deployment record of a revision stands.
+type AttestationRecord struct {
+	// state is what the record last pushed says; empty until one is pushed.
+	// +optional
+	State AttestationState `json:"state,omitempty"`
+	// notesCommit is the commit of the notes reference that holds it.
+	// +optional
+	NotesCommit string `json:"notesCommit,omitempty"`
+	// message says why the last attempt failed, or why there was nothing to update.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // ImmutableRelease applies a path of a Git repository to the cluster, refusing any container
@@ -671,6 +725,14 @@ func (in *ImmutableRelease) GetTimeout() time.Duration {
 		return in.Spec.Timeout.Duration
 	}
 	return DefaultTimeout
+}
+
+// GetNotesRef returns spec.attest.notesRef or DefaultNotesRef.
+func (in *ImmutableRelease) GetNotesRef() string {
+	if in.Spec.Attest != nil && in.Spec.Attest.NotesRef != "" {
+		return in.Spec.Attest.NotesRef
+	}
+	return DefaultNotesRef
 }
 
 // GetLastHandledReconcileRequest returns the last reconcile-request token handled.

@@ -5,16 +5,20 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -66,6 +70,8 @@ func main() {
 		remoteBases   bool
 		fileURLs      bool
 		eventsAddr    string
+		attestKey     string
+		clusterName   string
 		gitLimits     = git.DefaultLimits
 		kubeConfigs   = kubeconfig.Options{UserAgent: "immutable-release-operator"}
 	)
@@ -96,6 +102,8 @@ func main() {
 	flag.Int64Var(&gitLimits.CheckoutFiles, "git-max-checkout-files", git.DefaultLimits.CheckoutFiles, "The most files one checked-out commit may write to the storage path.")
 	flag.BoolVar(&kubeConfigs.AllowExec, "insecure-kubeconfig-exec", false, "Let the kubeconfigs of spec.kubeConfig run exec credential plugins on the manager's machine (as Flux's flag). Off: such a kubeconfig is refused with KubeConfigInvalid.")
 	flag.BoolVar(&kubeConfigs.AllowInsecureTLS, "insecure-kubeconfig-tls", false, "Let the kubeconfigs of spec.kubeConfig skip TLS verification (as Flux's flag). Off: such a kubeconfig is refused with KubeConfigInvalid.")
+	flag.StringVar(&attestKey, "attestation-key-secret", "", "The Secret, in the operator's own namespace, whose key private.pem holds the PEM private key (ECDSA P-256 or Ed25519) that signs the deployment records of releases with spec.attest; public.pem may hold its public key for auditors. Empty: such releases are told there is no key (Attested=False, AttestationKeyInvalid) and go on.")
+	flag.StringVar(&clusterName, "cluster-name", "", "The name of this cluster in every deployment record (spec.attest). Empty: kube-system/<UID of the kube-system namespace>, which is the same for the life of the cluster.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -158,6 +166,14 @@ func main() {
 	}
 	log.Info("Releases confined", "defaultServiceAccount", defaultSA, "unconfinedNamespaces", tenancyPolicy.UnconfinedNamespaces, "operatorNamespace", tenancyPolicy.Operator.Namespace)
 
+	if clusterName == "" {
+		if clusterName, err = defaultClusterName(cfg, scheme); err != nil {
+			log.Error(err, "Failed to name the cluster for deployment records; set --cluster-name")
+			os.Exit(1)
+		}
+	}
+	log.Info("Deployment records", "cluster", clusterName, "keySecret", attestKey)
+
 	limits := manifest.DefaultLimits
 	limits.AllowRemoteBases = remoteBases
 	gitCache := git.NewCache(storagePath)
@@ -189,6 +205,7 @@ func main() {
 			GitTimeout:              gitTimeout,
 			Shard:                   fleetShard,
 			KubeConfig:              kubeConfigs,
+			Attestation:             controllers.AttestationOptions{KeySecret: attestKey, ClusterName: clusterName},
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -258,6 +275,23 @@ func setupReceiver(mgr ctrl.Manager, notifier receiver.Notifier, addr string, li
 		return receivers.Prime(ctx, mgr.GetCache())
 	}}
 	return server, mgr.Add(server)
+}
+
+// defaultClusterName names the cluster by the UID of its kube-system namespace: unique to
+// the cluster, and kept for its life, unlike the API server's address (in a pod, the same
+// 10.96.0.1 in every cluster).
+func defaultClusterName(cfg *rest.Config, scheme *runtime.Scheme) (string, error) {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "kube-system"}, ns); err != nil {
+		return "", fmt.Errorf("reading namespace kube-system: %w", err)
+	}
+	return "kube-system/" + string(ns.UID), nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

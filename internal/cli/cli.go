@@ -133,7 +133,7 @@ func NewCommand(stdout io.Writer) *cobra.Command {
 	o.flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.getCommand(), o.statusCommand(), o.historyCommand(), o.reconcileCommand(),
 		o.suspendCommand(true), o.suspendCommand(false), o.rollbackCommand(), o.unquarantineCommand(), o.verifyCommand(),
-		o.diffCommand(), o.pinCommand())
+		o.diffCommand(), o.pinCommand(), o.auditCommand())
 	return root
 }
 

@@ -173,9 +173,19 @@ func (o *options) historyCommand() *cobra.Command {
 				fmt.Fprint(o.out, string(b))
 			case "table", "":
 				w := tabwriter.NewWriter(o.out, 0, 4, 3, ' ', 0)
-				fmt.Fprintln(w, "REVISION\tRESULT\tAPPLIED\tAUTHOR\tSUBJECT")
+				// With spec.attest, where each revision's deployment record in Git stands.
+				attested := rel.Spec.Attest != nil
+				if attested {
+					fmt.Fprintln(w, "REVISION\tRESULT\tRECORD\tAPPLIED\tAUTHOR\tSUBJECT")
+				} else {
+					fmt.Fprintln(w, "REVISION\tRESULT\tAPPLIED\tAUTHOR\tSUBJECT")
+				}
 				for _, h := range rel.Status.History {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", shortRevision(h.Revision), o.colorResult(h.Result),
+					record := ""
+					if attested {
+						record = recordCell(h.Attestation) + "\t"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s%s\t%s\t%s\n", shortRevision(h.Revision), o.colorResult(h.Result), record,
 						h.AppliedAt.UTC().Format(time.RFC3339), h.Author, h.Subject)
 				}
 				return w.Flush()
@@ -187,6 +197,20 @@ func (o *options) historyCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "Output format: table, json or yaml.")
 	return cmd
+}
+
+// recordCell is where a revision's deployment record stands: its state, "not written"
+// after a failed attempt, or "-" before any.
+func recordCell(a *v1alpha1.AttestationRecord) string {
+	switch {
+	case a == nil:
+		return "-"
+	case a.State != "":
+		return string(a.State)
+	case a.Message != "":
+		return "not written"
+	}
+	return "-"
 }
 
 func (o *options) reconcileCommand() *cobra.Command {

@@ -127,18 +127,7 @@ func (o *options) diffCommand() *cobra.Command {
 // fetchHead checks out the commit the release's reference points at now, with the
 // operator's own Git code, into a temporary folder that cleanup removes.
 func fetchHead(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRelease) (dir, revision string, cleanup func(), err error) {
-	var data map[string][]byte
-	if ref := rel.Spec.Git.SecretRef; ref != nil {
-		secret := &corev1.Secret{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: rel.Namespace, Name: ref.Name}, secret); err != nil {
-			if apierrors.IsNotFound(err) {
-				return "", "", nil, fmt.Errorf("the release's Git secret %q is not in namespace %q", ref.Name, rel.Namespace)
-			}
-			return "", "", nil, fmt.Errorf("reading the release's Git secret %q (your kubeconfig needs get on secrets in %s): %w", ref.Name, rel.Namespace, err)
-		}
-		data = secret.Data
-	}
-	auth, err := git.AuthFromSecret(rel.Spec.Git.URL, data)
+	auth, err := releaseGitAuth(ctx, c, rel)
 	if err != nil {
 		return "", "", nil, err
 	}
@@ -163,6 +152,23 @@ func fetchHead(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRele
 		return "", "", nil, err
 	}
 	return dir, git.Revision(ref, hash), func() { release(); removeTmp() }, nil
+}
+
+// releaseGitAuth reads the release's Git secret, as the operator does, with the user's
+// own rights.
+func releaseGitAuth(ctx context.Context, c client.Client, rel *v1alpha1.ImmutableRelease) (*git.Auth, error) {
+	var data map[string][]byte
+	if ref := rel.Spec.Git.SecretRef; ref != nil {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: rel.Namespace, Name: ref.Name}, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("the release's Git secret %q is not in namespace %q", ref.Name, rel.Namespace)
+			}
+			return nil, fmt.Errorf("reading the release's Git secret %q (your kubeconfig needs get on secrets in %s): %w", ref.Name, rel.Namespace, err)
+		}
+		data = secret.Data
+	}
+	return git.AuthFromSecret(rel.Spec.Git.URL, data)
 }
 
 // plan dry-runs a server-side apply of objects as the objects of rel (its namespaces, owner

@@ -86,6 +86,9 @@ type Stats struct {
 	Fetches int64
 	// Reverts counts the reverts built (each fetches its branch into the shared store).
 	Reverts int64
+	// NotePushes counts the attempts to push a note (more than one per note: another
+	// writer won the race).
+	NotePushes int64
 	// Repositories and Heads are how many stores and listed heads the cache holds now.
 	Repositories, Heads int
 }
@@ -309,6 +312,10 @@ type repository struct {
 	checkouts map[string]*checkout
 	// lastUse is when the store was last looked up; guarded by the Cache's mu.
 	lastUse time.Time
+	// notes are the note writes waiting for mu, by notes reference (WriteNote), guarded
+	// by notesMu.
+	notesMu sync.Mutex
+	notes   map[string][]*pendingNote
 }
 
 type checkout struct {
