@@ -146,7 +146,7 @@ func (r *ImmutableReleaseReconciler) writeRecord(ctx context.Context, s *scope, 
 	} else {
 		newer := obj.Status.History[d.index-1]
 		at := newer.AppliedAt.UTC()
-		deployKey := attest.Deployment{Cluster: r.Options.Attestation.ClusterName, Release: attest.Release{Namespace: obj.Namespace, Name: obj.Name},
+		deployKey := attest.Deployment{Cluster: r.recordedCluster(obj), Release: attest.Release{Namespace: obj.Namespace, Name: obj.Name},
 			AppliedAt: h.AppliedAt.UTC()}.Key()
 		edit = func(note []byte) ([]byte, error) {
 			// Only a statement that verifies with our key is re-signed: a line anyone can
@@ -176,7 +176,7 @@ func (r *ImmutableReleaseReconciler) writeRecord(ctx context.Context, s *scope, 
 	defer cancel()
 	notesCommit, err = r.Git.WriteNote(gitCtx, git.NoteRequest{
 		URL: obj.Spec.Git.URL, Auth: auth, Ref: obj.GetNotesRef(), Commit: git.RevisionHash(h.Revision), Edit: edit,
-		Message:    fmt.Sprintf("Deployment record of %s/%s on %s: %s\n\nCluster: %s\n", obj.Namespace, obj.Name, h.Revision, d.want, r.Options.Attestation.ClusterName),
+		Message:    fmt.Sprintf("Deployment record of %s/%s on %s: %s\n\nCluster: %s\n", obj.Namespace, obj.Name, h.Revision, d.want, r.recordedCluster(obj)),
 		AuthorName: author.Name, AuthorEmail: author.Email,
 	})
 	return notesCommit, missing, err
@@ -187,7 +187,7 @@ func (r *ImmutableReleaseReconciler) deployment(s *scope, h v1alpha1.ReleaseReco
 	obj := s.obj
 	d := attest.Deployment{
 		Release: attest.Release{Namespace: obj.Namespace, Name: obj.Name},
-		Cluster: r.Options.Attestation.ClusterName,
+		Cluster: r.recordedCluster(obj),
 		Source: attest.Source{URL: obj.Spec.Git.URL, Path: obj.Spec.Path, Revision: h.Revision, Commit: git.RevisionHash(h.Revision),
 			Author: h.Author},
 		ManifestsDigest: "sha256:" + s.desiredChecksum(),
@@ -249,4 +249,14 @@ func (r *ImmutableReleaseReconciler) attestFailed(s *scope, reason string, err e
 	attestations.WithLabelValues("failed").Inc()
 	s.mem.deferAttest(time.Now().Add(attestRetryAfter))
 	return attestRetryAfter
+}
+
+// recordedCluster names the cluster a release's deployment records say it ran in: the
+// manager's --cluster-name, or for a release of a remote cluster (spec.kubeConfig) that
+// cluster's API server.
+func (r *ImmutableReleaseReconciler) recordedCluster(obj *v1alpha1.ImmutableRelease) string {
+	if obj.Spec.KubeConfig != nil && obj.Status.Cluster != "" {
+		return obj.Status.Cluster
+	}
+	return r.Options.Attestation.ClusterName
 }

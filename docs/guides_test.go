@@ -50,6 +50,7 @@ var guides = []string{
 	"guides/sops.md",
 	"guides/notifications.md",
 	"guides/deployment-records.md",
+	"guides/remote-clusters.md",
 }
 
 // doc is one YAML document of a fenced block.
