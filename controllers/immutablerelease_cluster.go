@@ -208,7 +208,8 @@ func (r *ImmutableReleaseReconciler) readKubeConfig(ctx context.Context, obj *v1
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, stall(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("the Secret %q of spec.kubeConfig.secretRef is not in namespace %q; nothing was applied", ref.Name, obj.Namespace))
+		// Retried: the Secret may be applied after the release, as Flux's would.
+		return nil, retry(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("the Secret %q of spec.kubeConfig.secretRef is not in namespace %q; nothing was applied", ref.Name, obj.Namespace))
 	case err != nil:
 		return nil, retry(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("reading the Secret %q of spec.kubeConfig.secretRef: %w", ref.Name, err))
 	}

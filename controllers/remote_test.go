@@ -289,7 +289,14 @@ func TestRemoteKubeconfigRefused(t *testing.T) {
 		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 	}
 	refused("token-file", `the Secret "token-file" of spec.kubeConfig.secretRef: the kubeconfig in key "value": user "envtest" names a file`)
-	refused("missing", `the Secret "missing" of spec.kubeConfig.secretRef is not in namespace "`+ns+`"`)
+	// A missing Secret is retried: it may be applied after the release.
+	patchSpec(t, rel, func(o *v1alpha1.ImmutableRelease) { o.Spec.KubeConfig.SecretRef.Name = "missing" })
+	g.Eventually(func(g Gomega) {
+		cur := get(g.(*WithT), rel)
+		g.Expect(condition(cur, meta.ReadyCondition).Reason).To(Equal(v1alpha1.KubeConfigInvalidReason))
+		g.Expect(condition(cur, meta.ReadyCondition).Message).To(ContainSubstring(`the Secret "missing" of spec.kubeConfig.secretRef is not in namespace "` + ns + `"`))
+		g.Expect(condition(cur, meta.StalledCondition).Status).NotTo(Equal(metav1.ConditionTrue))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	g.Expect(apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{}))).To(BeTrue(), "nothing applied in the remote cluster")
 	g.Expect(apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{}))).To(BeTrue(), "nor in the local one")
