@@ -125,8 +125,10 @@ func TestVerify(t *testing.T) {
 		sign:   func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(img)), true) },
 		policy: keyPolicy(f.key),
 	}, {
-		name:   "valid legacy key signature",
-		sign:   func(img name.Digest) { f.reg.attachLegacy(img, f.key.legacy(simpleSigningPayload(img, img.DigestStr()))) },
+		name: "valid legacy key signature",
+		sign: func(img name.Digest) {
+			f.reg.attachLegacy(img, f.key.legacy(simpleSigningPayload(img, img.DigestStr())))
+		},
 		policy: keyPolicy(f.key),
 	}, {
 		name:   "valid keyless signature with a matching identity",
@@ -148,8 +150,10 @@ func TestVerify(t *testing.T) {
 			g.Expect(*v.LogIndex).To(Equal(int64(1000)))
 		},
 	}, {
-		name:   "wrong identity",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.keyless(img, "https://github.com/evil/shop/.github/workflows/x.yml@refs/heads/main"), false) },
+		name: "wrong identity",
+		sign: func(img name.Digest) {
+			f.reg.attach(img, f.keyless(img, "https://github.com/evil/shop/.github/workflows/x.yml@refs/heads/main"), false)
+		},
 		policy: identityPolicy(ciIssuer, "https://github.com/acme/.*"),
 		reason: WrongIdentity,
 		in:     []string{"github.com/evil/shop", "no allowed identity matches"},
