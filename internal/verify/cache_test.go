@@ -6,18 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	. "github.com/onsi/gomega"
+
+	"github.com/immutable-release/operator/internal/verify/verifytest"
 )
 
 // swappable serves the registry, or hangs up, or answers what a test makes it answer.
@@ -49,19 +48,21 @@ var hangUp = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	}
 })
 
-func newSwappableRegistry(t *testing.T) (*testRegistry, *swappable) {
-	sw := &swappable{handler: registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0)))}
-	srv := httptest.NewServer(sw)
-	t.Cleanup(srv.Close)
-	return &testRegistry{t: t, srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}, sw
+func newSwappableRegistry(t *testing.T) (*verifytest.Registry, *swappable) {
+	sw := &swappable{}
+	reg := verifytest.NewRegistry(t, func(h http.Handler) http.Handler {
+		sw.handler = h
+		return sw
+	})
+	return reg, sw
 }
 
 func TestRegistryDownThenUp(t *testing.T) {
 	g := NewWithT(t)
 	reg, sw := newSwappableRegistry(t)
-	key := newTestKey(t)
-	img := reg.push("acme/shop")
-	reg.attach(img, key.bundle(statementJSON(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
+	key := verifytest.NewKey(t)
+	img := reg.Push("acme/shop")
+	reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
 	good := sw.handler
 	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 2 * time.Second}}}
 
@@ -91,11 +92,11 @@ func TestRegistryDownThenUp(t *testing.T) {
 func TestCacheVerifiesOnceForManyReleases(t *testing.T) {
 	g := NewWithT(t)
 	reg, sw := newSwappableRegistry(t)
-	key := newTestKey(t)
+	key := verifytest.NewKey(t)
 	var images []name.Digest
 	for i := range 3 {
-		img := reg.push(fmt.Sprintf("acme/app%d", i))
-		reg.attach(img, key.bundle(statementJSON(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
+		img := reg.Push(fmt.Sprintf("acme/app%d", i))
+		reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
 		images = append(images, img)
 	}
 	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 5 * time.Second}}}
@@ -131,7 +132,7 @@ func TestCacheVerifiesOnceForManyReleases(t *testing.T) {
 	sw.mu.Unlock()
 
 	// Another policy (a rotated key) is another verification.
-	rotated := newTestKey(t)
+	rotated := verifytest.NewKey(t)
 	_, err := c.Verify(context.Background(), images[0].String(), keyPolicy(rotated), Credentials{})
 	g.Expect(reasonOf(err)).To(Equal(WrongKey))
 	g.Expect(c.Verifications()).To(Equal(int64(4)))
@@ -140,8 +141,8 @@ func TestCacheVerifiesOnceForManyReleases(t *testing.T) {
 func TestCacheRefusalIsShortLived(t *testing.T) {
 	g := NewWithT(t)
 	reg, _ := newSwappableRegistry(t)
-	key := newTestKey(t)
-	img := reg.push("acme/shop")
+	key := verifytest.NewKey(t)
+	img := reg.Push("acme/shop")
 	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 5 * time.Second}}, FailureTTL: 50 * time.Millisecond}
 	_, err := c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
 	g.Expect(reasonOf(err)).To(Equal(NoSignature))
@@ -150,7 +151,7 @@ func TestCacheRefusalIsShortLived(t *testing.T) {
 	g.Expect(c.Verifications()).To(Equal(int64(1)), "a refusal is kept a moment")
 
 	// CI signs it afterwards.
-	reg.attach(img, key.bundle(statementJSON(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
+	reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
 	g.Eventually(func() error {
 		_, err := c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
 		return err
@@ -173,7 +174,7 @@ func TestCacheIsBounded(t *testing.T) {
 // TestHostileRegistry: a registry that answers too much, or never stops answering, or lists
 // thousands of referrers, costs its image a bounded verification and a refusal.
 func TestHostileRegistry(t *testing.T) {
-	key := newTestKey(t)
+	key := verifytest.NewKey(t)
 	huge := strings.Repeat("x", 8<<20)
 	cases := []struct {
 		name string
@@ -239,7 +240,7 @@ func TestHostileRegistry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			reg, sw := newSwappableRegistry(t)
-			img := reg.push("acme/shop")
+			img := reg.Push("acme/shop")
 			good := sw.handler
 			var manifestGets int
 			var mu sync.Mutex
@@ -278,9 +279,9 @@ func TestHostileRegistry(t *testing.T) {
 func TestRegistryCredentials(t *testing.T) {
 	g := NewWithT(t)
 	reg, sw := newSwappableRegistry(t)
-	key := newTestKey(t)
-	img := reg.push("acme/private")
-	reg.attach(img, key.bundle(statementJSON(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
+	key := verifytest.NewKey(t)
+	img := reg.Push("acme/private")
+	reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
 	good := sw.handler
 	sw.set(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if user, pass, ok := r.BasicAuth(); !ok || user != "ci" || pass != "s3cret" {
@@ -296,14 +297,14 @@ func TestRegistryCredentials(t *testing.T) {
 	var unavailable *UnavailableError
 	g.Expect(errors.As(err, &unavailable)).To(BeTrue(), "%v", err)
 
-	host, _, _ := net.SplitHostPort(reg.host)
+	host, _, _ := net.SplitHostPort(reg.Host)
 	other, err := Keychain([]byte(`{"auths":{"` + host + `:1":{"username":"ci","password":"s3cret"}}}`))
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = v.Verify(context.Background(), img.String(), keyPolicy(key), other)
 	g.Expect(errors.As(err, &unavailable)).To(BeTrue(), "another registry's credentials are not sent: %v", err)
 
 	auth := base64.StdEncoding.EncodeToString([]byte("ci:s3cret"))
-	kc, err := Keychain([]byte(`{"auths":{"http://` + reg.host + `/":{"auth":"` + auth + `"}}}`))
+	kc, err := Keychain([]byte(`{"auths":{"http://` + reg.Host + `/":{"auth":"` + auth + `"}}}`))
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = v.Verify(context.Background(), img.String(), keyPolicy(key), kc)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -314,13 +315,13 @@ func TestRegistryCredentials(t *testing.T) {
 }
 
 func TestCheckPolicy(t *testing.T) {
-	key := newTestKey(t)
+	key := verifytest.NewKey(t)
 	cases := []struct {
 		name string
 		req  Requirement
 		ok   bool
 	}{
-		{"a key", Requirement{Keys: [][]byte{key.pubPEM}}, true},
+		{"a key", Requirement{Keys: [][]byte{key.PublicPEM}}, true},
 		{"an identity", Requirement{Identities: []Identity{{Issuer: "x", Subject: "y"}}}, true},
 		{"nothing to verify with", Requirement{Attestations: []Attestation{{PredicateType: "x"}}}, false},
 		{"not a key", Requirement{Keys: [][]byte{[]byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")}}, false},

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -105,6 +106,28 @@ type Verifier struct {
 	RequireSCT bool
 	// Registry reads the signatures.
 	Registry Registry
+
+	// late is trust material set after the verifier is in use (SetTrusted).
+	mu   sync.RWMutex
+	late root.TrustedMaterial
+}
+
+// SetTrusted sets the trust material once it is loaded (the public root is fetched in the
+// background, so that a manager without network starts anyway).
+func (v *Verifier) SetTrusted(tm root.TrustedMaterial) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.late = tm
+}
+
+// trusted is the trust material, or nil.
+func (v *Verifier) trusted() root.TrustedMaterial {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.late != nil {
+		return v.late
+	}
+	return v.Trusted
 }
 
 // Verify checks the pinned image against every requirement of the policy and returns its
@@ -360,8 +383,8 @@ func (v *Verifier) check(p *parsed, req requirement, digest string, hexDigest []
 		opts := []sgverify.VerifierOption{sgverify.WithoutStatementPredicate(), sgverify.WithNoObserverTimestamps()}
 		if len(entries) > 0 {
 			// A log entry the bundle carries is checked: its index is reported.
-			if v.Trusted != nil {
-				material = append(material, v.Trusted)
+			if tm := v.trusted(); tm != nil {
+				material = append(material, tm)
 			}
 			opts = []sgverify.VerifierOption{sgverify.WithoutStatementPredicate(), sgverify.WithTransparencyLog(1), sgverify.WithIntegratedTimestamps(1)}
 		}
@@ -401,14 +424,15 @@ func (v *Verifier) checkKeyless(p *parsed, req requirement, artifact sgverify.Ar
 	if len(opts) == 0 {
 		return signer{}, &failure{WrongIdentity, fmt.Sprintf("%s is signed by issuer %q subject %q, which no allowed identity matches", p.where, issuer, subject)}
 	}
-	if v.Trusted == nil {
-		return signer{}, &failure{InvalidSignature, p.where + " is signed keyless, but the manager has no Sigstore trusted root"}
+	tm := v.trusted()
+	if tm == nil {
+		return signer{}, &failure{InvalidSignature, p.where + " is signed keyless, but the manager has no Sigstore trusted root (--sigstore-trusted-root, or the public root it could not fetch)"}
 	}
 	vopts := []sgverify.VerifierOption{sgverify.WithoutStatementPredicate(), sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1)}
 	if v.RequireSCT {
 		vopts = append(vopts, sgverify.WithSignedCertificateTimestamps(1))
 	}
-	verifier, err := sgverify.NewVerifier(v.Trusted, vopts...)
+	verifier, err := sgverify.NewVerifier(tm, vopts...)
 	if err != nil {
 		return signer{}, &failure{InvalidSignature, err.Error()}
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	. "github.com/onsi/gomega"
+
+	"github.com/immutable-release/operator/internal/verify/verifytest"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 )
@@ -28,14 +30,14 @@ const (
 // read back as the admin's, an ECDSA key, and a Verifier with them.
 type fixture struct {
 	t   *testing.T
-	reg *testRegistry
+	reg *verifytest.Registry
 	ss  *sigstore
-	key testKey
+	key verifytest.Key
 	v   *Verifier
 }
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, reg: newTestRegistry(t, true), ss: newSigstore(t), key: newTestKey(t)}
+	f := &fixture{t: t, reg: verifytest.NewRegistry(t, nil), ss: newSigstore(t), key: verifytest.NewKey(t)}
 	f.v = &Verifier{Trusted: writeTrustedRoot(t, f.ss), Registry: Registry{Timeout: 5 * time.Second}}
 	return f
 }
@@ -62,8 +64,8 @@ func writeTrustedRoot(t testing.TB, ss *sigstore) *root.TrustedRoot {
 	return loaded
 }
 
-func keyPolicy(k testKey) Policy {
-	return Policy{Requirements: []Requirement{{Source: "spec.verify", Keys: [][]byte{k.pubPEM}}}}
+func keyPolicy(k verifytest.Key) Policy {
+	return Policy{Requirements: []Requirement{{Source: "spec.verify", Keys: [][]byte{k.PublicPEM}}}}
 }
 
 func identityPolicy(issuer, subject string) Policy {
@@ -76,7 +78,7 @@ func withProvenance(p Policy, builderID, repo string) Policy {
 }
 
 func (f *fixture) signStatement(img name.Digest) []byte {
-	return statementJSON(img.DigestStr(), CosignSignPredicateType, map[string]any{})
+	return verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})
 }
 
 // keyless signs img keyless as the CI's identity, logged now.
@@ -99,8 +101,8 @@ func reasonOf(err error) Reason {
 
 func TestVerify(t *testing.T) {
 	f := newFixture(t)
-	other := newTestKey(t)
-	otherDigest := f.reg.push("acme/other")
+	other := verifytest.NewKey(t)
+	otherDigest := f.reg.Push("acme/other")
 
 	cases := []struct {
 		name string
@@ -114,7 +116,7 @@ func TestVerify(t *testing.T) {
 		was func(g Gomega, v Verdict)
 	}{{
 		name:   "valid key signature",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(img)), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false) },
 		policy: keyPolicy(f.key),
 		was: func(g Gomega, v Verdict) {
 			g.Expect(v.KeyFingerprint).To(HavePrefix("sha256:"))
@@ -122,17 +124,17 @@ func TestVerify(t *testing.T) {
 		},
 	}, {
 		name:   "valid key signature through the referrers tag fallback",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(img)), true) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), true) },
 		policy: keyPolicy(f.key),
 	}, {
 		name: "valid legacy key signature",
 		sign: func(img name.Digest) {
-			f.reg.attachLegacy(img, f.key.legacy(simpleSigningPayload(img, img.DigestStr())))
+			f.reg.AttachLegacy(img, f.key.Legacy(verifytest.SimpleSigningPayload(img, img.DigestStr())))
 		},
 		policy: keyPolicy(f.key),
 	}, {
 		name:   "valid keyless signature with a matching identity",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.keyless(img, ciSubject), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.keyless(img, ciSubject), false) },
 		policy: identityPolicy("^"+ciIssuer+"$", "^https://github.com/acme/.*$"),
 		was: func(g Gomega, v Verdict) {
 			g.Expect(v.Issuer).To(Equal(ciIssuer))
@@ -142,7 +144,7 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "valid legacy keyless signature",
 		sign: func(img name.Digest) {
-			f.reg.attachLegacy(img, f.ss.legacy(ciSubject, ciIssuer, simpleSigningPayload(img, img.DigestStr())))
+			f.reg.AttachLegacy(img, f.ss.legacy(ciSubject, ciIssuer, verifytest.SimpleSigningPayload(img, img.DigestStr())))
 		},
 		policy: identityPolicy(ciIssuer, "https://github.com/acme/.*"),
 		was: func(g Gomega, v Verdict) {
@@ -152,7 +154,7 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "wrong identity",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.keyless(img, "https://github.com/evil/shop/.github/workflows/x.yml@refs/heads/main"), false)
+			f.reg.Attach(img, f.keyless(img, "https://github.com/evil/shop/.github/workflows/x.yml@refs/heads/main"), false)
 		},
 		policy: identityPolicy(ciIssuer, "https://github.com/acme/.*"),
 		reason: WrongIdentity,
@@ -160,19 +162,19 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "an unanchored pattern matches the whole subject only",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.keyless(img, "https://evil.example/https://github.com/acme/x"), false)
+			f.reg.Attach(img, f.keyless(img, "https://evil.example/https://github.com/acme/x"), false)
 		},
 		policy: identityPolicy(ciIssuer, "https://github.com/acme/.*"),
 		reason: WrongIdentity,
 	}, {
 		name:   "wrong key",
-		sign:   func(img name.Digest) { f.reg.attach(img, other.bundle(f.signStatement(img)), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, other.Bundle(f.signStatement(img)), false) },
 		policy: keyPolicy(f.key),
 		reason: WrongKey,
 		in:     []string{"not signed by any of the 1 trusted keys"},
 	}, {
 		name:   "keyless signature where only keys are trusted",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.keyless(img, ciSubject), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.keyless(img, ciSubject), false) },
 		policy: keyPolicy(f.key),
 		reason: WrongIdentity,
 		in:     []string{"only public keys are trusted"},
@@ -184,23 +186,23 @@ func TestVerify(t *testing.T) {
 		in:     []string{"no signature", ".sig"},
 	}, {
 		name:   "a signature of another digest",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(otherDigest)), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(otherDigest)), false) },
 		policy: keyPolicy(f.key),
 		reason: OtherDigest,
 		in:     []string{"signs " + otherDigest.DigestStr()},
 	}, {
 		name: "a legacy signature of another digest",
 		sign: func(img name.Digest) {
-			f.reg.attachLegacy(img, f.key.legacy(simpleSigningPayload(img, otherDigest.DigestStr())))
+			f.reg.AttachLegacy(img, f.key.Legacy(verifytest.SimpleSigningPayload(img, otherDigest.DigestStr())))
 		},
 		policy: keyPolicy(f.key),
 		reason: OtherDigest,
 	}, {
 		name: "a legacy signature whose signature is not over its payload",
 		sign: func(img name.Digest) {
-			s := f.key.legacy(simpleSigningPayload(img, otherDigest.DigestStr()))
-			s.payload = simpleSigningPayload(img, img.DigestStr())
-			f.reg.attachLegacy(img, s)
+			s := f.key.Legacy(verifytest.SimpleSigningPayload(img, otherDigest.DigestStr()))
+			s.Payload = verifytest.SimpleSigningPayload(img, img.DigestStr())
+			f.reg.AttachLegacy(img, s)
 		},
 		policy: keyPolicy(f.key),
 		reason: WrongKey,
@@ -208,7 +210,7 @@ func TestVerify(t *testing.T) {
 		name: "certificate expired at signing time without a timestamp",
 		sign: func(img name.Digest) {
 			// Logged 20 minutes after the ten-minute certificate expired; no timestamp.
-			f.reg.attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, f.signStatement(img), time.Now().Add(30*time.Minute), false), false)
+			f.reg.Attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, f.signStatement(img), time.Now().Add(30*time.Minute), false), false)
 		},
 		policy: identityPolicy(ciIssuer, ".*"),
 		reason: CertificateExpired,
@@ -216,16 +218,16 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "valid provenance",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.keyless(img, ciSubject), false)
-			f.reg.attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, statementJSON(img.DigestStr(), "https://slsa.dev/provenance/v1", slsaV1(builder, shopRepo, commit)), time.Now().Add(5*time.Minute), true), false)
+			f.reg.Attach(img, f.keyless(img, ciSubject), false)
+			f.reg.Attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1(builder, shopRepo, commit)), time.Now().Add(5*time.Minute), true), false)
 		},
 		policy: withProvenance(identityPolicy(ciIssuer, ".*"), "^https://github.com/acme/.github/.*$", "^https://github.com/acme/shop$"),
 		was:    func(g Gomega, v Verdict) { g.Expect(v.SourceCommit).To(Equal(commit)) },
 	}, {
 		name: "provenance from another builder",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.keyless(img, ciSubject), false)
-			f.reg.attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, statementJSON(img.DigestStr(), "https://slsa.dev/provenance/v1", slsaV1("https://laptop.example/builder", shopRepo, commit)), time.Now().Add(5*time.Minute), true), false)
+			f.reg.Attach(img, f.keyless(img, ciSubject), false)
+			f.reg.Attach(img, f.ss.keylessBundle(ciSubject, ciIssuer, verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1("https://laptop.example/builder", shopRepo, commit)), time.Now().Add(5*time.Minute), true), false)
 		},
 		policy: withProvenance(identityPolicy(ciIssuer, ".*"), "^https://github.com/acme/.github/.*$", "^https://github.com/acme/shop$"),
 		reason: ProvenanceMismatch,
@@ -233,8 +235,8 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "provenance from another repository",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.key.bundle(f.signStatement(img)), false)
-			f.reg.attach(img, f.key.bundle(statementJSON(img.DigestStr(), "https://slsa.dev/provenance/v1", slsaV1(builder, "https://github.com/evil/shop", commit))), false)
+			f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false)
+			f.reg.Attach(img, f.key.Bundle(verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1(builder, "https://github.com/evil/shop", commit))), false)
 		},
 		policy: withProvenance(keyPolicy(f.key), "", "^https://github.com/acme/shop$"),
 		reason: ProvenanceMismatch,
@@ -242,40 +244,40 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "provenance signed by an untrusted key",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.key.bundle(f.signStatement(img)), false)
-			f.reg.attach(img, other.bundle(statementJSON(img.DigestStr(), "https://slsa.dev/provenance/v1", slsaV1(builder, shopRepo, commit))), false)
+			f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false)
+			f.reg.Attach(img, other.Bundle(verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1(builder, shopRepo, commit))), false)
 		},
 		policy: withProvenance(keyPolicy(f.key), "", ""),
 		reason: WrongKey,
 		in:     []string{"attestation https://slsa.dev/provenance/v1"},
 	}, {
 		name:   "no provenance",
-		sign:   func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(img)), false) },
+		sign:   func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false) },
 		policy: withProvenance(keyPolicy(f.key), "", ""),
 		reason: MissingAttestation,
 	}, {
 		name: "an attestation is not a signature",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.key.bundle(statementJSON(img.DigestStr(), "https://slsa.dev/provenance/v1", slsaV1(builder, shopRepo, commit))), false)
+			f.reg.Attach(img, f.key.Bundle(verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1(builder, shopRepo, commit))), false)
 		},
 		policy: keyPolicy(f.key),
 		reason: NoSignature,
 	}, {
 		name: "the platform's requirement and the release's both hold",
 		sign: func(img name.Digest) {
-			f.reg.attach(img, f.key.bundle(f.signStatement(img)), false)
-			f.reg.attach(img, f.keyless(img, ciSubject), false)
+			f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false)
+			f.reg.Attach(img, f.keyless(img, ciSubject), false)
 		},
 		policy: Policy{Requirements: []Requirement{
-			{Source: "spec.verify", Keys: [][]byte{f.key.pubPEM}},
+			{Source: "spec.verify", Keys: [][]byte{f.key.PublicPEM}},
 			{Source: "platform policy ci", Identities: []Identity{{Issuer: ciIssuer, Subject: ".*"}}},
 		}},
 		was: func(g Gomega, v Verdict) { g.Expect(v.KeyFingerprint).NotTo(BeEmpty()) },
 	}, {
 		name: "the platform's requirement fails though the release's holds",
-		sign: func(img name.Digest) { f.reg.attach(img, f.key.bundle(f.signStatement(img)), false) },
+		sign: func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false) },
 		policy: Policy{Requirements: []Requirement{
-			{Source: "spec.verify", Keys: [][]byte{f.key.pubPEM}},
+			{Source: "spec.verify", Keys: [][]byte{f.key.PublicPEM}},
 			{Source: "platform policy ci", Identities: []Identity{{Issuer: ciIssuer, Subject: ".*"}}},
 		}},
 		reason: WrongKey,
@@ -283,15 +285,15 @@ func TestVerify(t *testing.T) {
 	}, {
 		name: "a broken bundle beside a valid signature",
 		sign: func(img name.Digest) {
-			f.reg.attachBlob(img, []byte(`{"mediaType": "nonsense"`), BundleMediaType, false)
-			f.reg.attach(img, f.key.bundle(f.signStatement(img)), false)
+			f.reg.AttachBlob(img, []byte(`{"mediaType": "nonsense"`), BundleMediaType, false)
+			f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false)
 		},
 		policy: keyPolicy(f.key),
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			img := f.reg.push("acme/" + strings.NewReplacer(" ", "-", "'", "").Replace(tc.name))
+			img := f.reg.Push("acme/" + strings.NewReplacer(" ", "-", "'", "").Replace(tc.name))
 			tc.sign(img)
 			v, err := verdictOf(t, f, img, tc.policy)
 			if tc.reason == "" {
