@@ -114,6 +114,11 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "setting up the event recorder:", err)
 		return 1
 	}
+	verification, err := testVerificationOptions()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setting up image verification:", err)
+		return 1
+	}
 	r := &ImmutableReleaseReconciler{
 		Client:   mgr.GetClient(),
 		Config:   cp.Config,
@@ -123,7 +128,7 @@ func runSuite(m *testing.M) int {
 		Options: Options{HealthPollInterval: 500 * time.Millisecond, MaxConcurrentReconciles: 4, Tenancy: tenancy.Policy{
 			UnconfinedNamespaces: []string{unconfinedNamespace},
 			Operator:             tenancy.Operator{Namespace: "immutable-release-system", NamePrefix: "immutable-release-", Group: v1alpha1.GroupVersion.Group},
-		}},
+		}, Verification: verification},
 	}
 	operator = r
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -43,4 +43,3 @@ policies:
 		g.Expect(err).To(HaveOccurred(), name)
 	}
 }
-

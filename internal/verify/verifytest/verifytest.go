@@ -205,11 +205,19 @@ type Key struct {
 
 // NewKey makes a key.
 func NewKey(t testing.TB) Key {
+	k, err := GenerateKey()
+	must(t, err)
+	return k
+}
+
+// GenerateKey makes a key, outside a test (a suite's setup).
+func GenerateKey() (Key, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
+	if err != nil {
+		return Key{}, err
+	}
 	pub, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	must(t, err)
-	return Key{Private: priv, PublicPEM: pub}
+	return Key{Private: priv, PublicPEM: pub}, err
 }
 
 // Sign signs the SHA-256 of data.
