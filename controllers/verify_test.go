@@ -97,6 +97,9 @@ func TestImageVerification(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(releaseEvents(g, obj, v1alpha1.ImageVerificationFailedReason)).NotTo(BeEmpty())
 	}, 10*time.Second).Should(Succeed())
+	_, text, _ := kubectlRelease("status", obj.Name, "-n", ns)
+	g.Expect(text).To(ContainSubstring(v1alpha1.ImageVerificationFailedReason))
+	g.Expect(text).To(ContainSubstring(worker.DigestStr()))
 
 	key.SignImage(reg, worker)
 	reconcileNow(t, obj)
@@ -109,6 +112,8 @@ func TestImageVerification(t *testing.T) {
 		g.Expect(im.Verification.VerifiedAt.IsZero()).To(BeFalse())
 	}
 	g.Expect(out.Status.History[0].VerifiedImages).To(HaveLen(3))
+	_, text, _ = kubectlRelease("status", obj.Name, "-n", ns)
+	g.Expect(text).To(ContainSubstring("✔ signed with key " + pub))
 }
 
 // TestImageVerificationPlatformPolicy: the admin's policy binds the namespace's releases; a
