@@ -48,6 +48,7 @@ var guides = []string{
 	"guides/sharding.md",
 	"guides/sops.md",
 	"guides/notifications.md",
+	"guides/image-verification.md",
 }
 
 // doc is one YAML document of a fenced block.
