@@ -46,7 +46,12 @@ func (r *ImmutableReleaseReconciler) verifyImages(ctx context.Context, s *scope)
 		if _, ok := verdicts[im.Image]; ok {
 			continue
 		}
-		v, err := r.Options.Verification.Cache.Verify(ctx, im.Image, policy, creds)
+		verifyImage := r.Options.Verification.Cache.Verify
+		if s.asked {
+			// A person asked (perhaps right after signing the image): no kept refusal.
+			verifyImage = r.Options.Verification.Cache.Recheck
+		}
+		v, err := verifyImage(ctx, im.Image, policy, creds)
 		var refused *verify.Error
 		var unavailable *verify.UnavailableError
 		switch {

@@ -65,6 +65,16 @@ func (c *Cache) Verifications() int64 { return c.made.Load() }
 // passed is kept per (digest, policy), whatever repository the digest was named in; a
 // refusal per (repository, digest, policy), as another repository may hold signatures.
 func (c *Cache) Verify(ctx context.Context, image string, p Policy, creds Credentials) (Verdict, error) {
+	return c.verify(ctx, image, p, creds, false)
+}
+
+// Recheck is Verify without the refusals kept: for a person who asked for a reconcile,
+// perhaps right after signing the image. Passed verdicts are still used.
+func (c *Cache) Recheck(ctx context.Context, image string, p Policy, creds Credentials) (Verdict, error) {
+	return c.verify(ctx, image, p, creds, true)
+}
+
+func (c *Cache) verify(ctx context.Context, image string, p Policy, creds Credentials, recheck bool) (Verdict, error) {
 	ref, err := digestOf(image)
 	if err != nil {
 		return Verdict{}, err
@@ -75,7 +85,7 @@ func (c *Cache) Verify(ctx context.Context, image string, p Policy, creds Creden
 	if e, ok := c.get(passed); ok {
 		return e.verdict, nil
 	}
-	if e, ok := c.get(refused); ok {
+	if e, ok := c.get(refused); ok && !recheck {
 		return Verdict{}, e.err
 	}
 	ch := c.flights.DoChan(refused+"|"+creds.ID, func() (any, error) {

@@ -151,11 +151,22 @@ func TestCacheRefusalIsShortLived(t *testing.T) {
 	g.Expect(c.Verifications()).To(Equal(int64(1)), "a refusal is kept a moment")
 
 	// CI signs it afterwards.
-	reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
+	key.SignImage(reg, img)
 	g.Eventually(func() error {
 		_, err := c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
 		return err
 	}).WithTimeout(2 * time.Second).Should(Succeed())
+
+	// A person who asks at once after signing is not served the kept refusal.
+	later := reg.Push("acme/later")
+	c = &Cache{Verifier: c.Verifier, FailureTTL: time.Hour}
+	_, err = c.Verify(context.Background(), later.String(), keyPolicy(key), Credentials{})
+	g.Expect(reasonOf(err)).To(Equal(NoSignature))
+	key.SignImage(reg, later)
+	_, err = c.Verify(context.Background(), later.String(), keyPolicy(key), Credentials{})
+	g.Expect(reasonOf(err)).To(Equal(NoSignature), "kept")
+	_, err = c.Recheck(context.Background(), later.String(), keyPolicy(key), Credentials{})
+	g.Expect(err).NotTo(HaveOccurred())
 }
 
 func TestCacheIsBounded(t *testing.T) {
