@@ -32,7 +32,7 @@ type Credentials struct {
 	Keychain authn.Keychain
 }
 
-// Cache holds verdicts per (digest, policy), and runs one verification per key at a time:
+// Cache holds verdicts per (digest, policy, credentials), and runs one verification per key at a time:
 // a thousand releases sharing an image verify it once. It is safe for concurrent use and
 // bounded in size; losing an entry only costs a verification.
 type Cache struct {
@@ -62,8 +62,8 @@ type cacheEntry struct {
 func (c *Cache) Verifications() int64 { return c.made.Load() }
 
 // Verify returns the verdict of image under policy: kept, or verified now. A verdict that
-// passed is kept per (digest, policy), whatever repository the digest was named in; a
-// refusal per (repository, digest, policy), as another repository may hold signatures.
+// passed is kept per (digest, policy, credentials), whatever repository the digest was
+// named in; a refusal per repository too, as another repository may hold signatures.
 func (c *Cache) Verify(ctx context.Context, image string, p Policy, creds Credentials) (Verdict, error) {
 	return c.verify(ctx, image, p, creds, false)
 }
@@ -79,8 +79,9 @@ func (c *Cache) verify(ctx context.Context, image string, p Policy, creds Creden
 	if err != nil {
 		return Verdict{}, err
 	}
-	hash := p.Hash()
-	passed := ref.DigestStr() + "|" + hash
+	// Keyed by credentials too: a release without access to a private repository is not
+	// shown what verifying it with another tenant's credentials found.
+	passed := ref.DigestStr() + "|" + p.Hash() + "|" + creds.ID
 	refused := ref.Context().Name() + "|" + passed
 	if e, ok := c.get(passed); ok {
 		return e.verdict, nil
@@ -88,7 +89,7 @@ func (c *Cache) verify(ctx context.Context, image string, p Policy, creds Creden
 	if e, ok := c.get(refused); ok && !recheck {
 		return Verdict{}, e.err
 	}
-	ch := c.flights.DoChan(refused+"|"+creds.ID, func() (any, error) {
+	ch := c.flights.DoChan(refused, func() (any, error) {
 		compiled, err := compile(p)
 		if err != nil {
 			return Verdict{}, err

@@ -320,6 +320,13 @@ func TestRegistryCredentials(t *testing.T) {
 	_, err = v.Verify(context.Background(), img.String(), keyPolicy(key), kc)
 	g.Expect(err).NotTo(HaveOccurred())
 
+	// A verdict made with a tenant's credentials is not served to a release without them.
+	c := &Cache{Verifier: v}
+	_, err = c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{ID: "tenant-a", Keychain: kc})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
+	g.Expect(errors.As(err, &unavailable)).To(BeTrue(), "%v", err)
+
 	_, err = Keychain([]byte(`{"auths":{"x":{"auth":"s3cret-not-base64!"}}}`))
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(err.Error()).NotTo(ContainSubstring("s3cret"), "an error never shows the credentials")
