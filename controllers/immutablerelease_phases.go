@@ -142,6 +142,9 @@ func (r *ImmutableReleaseReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return res, err
 	}
 	if err := r.verifyImages(ctx, s); err != nil {
+		if isVerifying(err) {
+			return ctrl.Result{RequeueAfter: verifyPoll}, err
+		}
 		// A refused image waits for a new commit, a signature or a policy: looked at again
 		// at the interval. A registry that cannot be read is retried with backoff.
 		return r.requeue(obj, 0), err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,32 @@ type VerificationOptions struct {
 	// Platform is the admin's policy (--image-policy): what every release of the
 	// namespaces it selects must meet, whatever its own spec.verify says.
 	Platform *verify.PlatformPolicy
+	// Patience is how long a worker waits for one image's verification before it leaves it
+	// to the background (defaultVerifyPatience when zero): a registry that never answers
+	// costs its own releases a moment of a worker per attempt, not the registry timeout.
+	Patience time.Duration
+}
+
+// defaultVerifyPatience is Patience's default, as defaultGitPatience is Git's.
+const defaultVerifyPatience = 2 * time.Second
+
+// verifyPoll is how soon a release left waiting for a verification looks again.
+const verifyPoll = 2 * time.Second
+
+// verifyWaiting is the outcome of a reconcile whose image verification has not ended yet:
+// the release is Reconciling, not failed, and looks again shortly.
+type verifyWaiting struct {
+	image string
+}
+
+func (w *verifyWaiting) Error() string {
+	return fmt.Sprintf("verifying %s: its registry has not answered yet; the verification goes on in the background", w.image)
+}
+
+// isVerifying says whether err is a reconcile left waiting for a verification.
+func isVerifying(err error) bool {
+	var w *verifyWaiting
+	return errors.As(err, &w)
 }
 
 // verifyImages verifies every pinned image of the revision before anything of it is
@@ -51,7 +78,17 @@ func (r *ImmutableReleaseReconciler) verifyImages(ctx context.Context, s *scope)
 			// A person asked (perhaps right after signing the image): no kept refusal.
 			verifyImage = r.Options.Verification.Cache.Recheck
 		}
-		v, err := verifyImage(ctx, im.Image, policy, creds)
+		patience := r.Options.Verification.Patience
+		if patience <= 0 {
+			patience = defaultVerifyPatience
+		}
+		vctx, cancel := context.WithTimeout(ctx, patience)
+		v, err := verifyImage(vctx, im.Image, policy, creds)
+		waited := vctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil && waited {
+			return &verifyWaiting{image: im.Image}
+		}
 		var refused *verify.Error
 		var unavailable *verify.UnavailableError
 		switch {

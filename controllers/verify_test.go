@@ -46,7 +46,8 @@ func testVerificationOptions() (VerificationOptions, error) {
 		return VerificationOptions{}, err
 	}
 	return VerificationOptions{
-		Cache:    &verify.Cache{Verifier: &verify.Verifier{Registry: verify.Registry{Timeout: 5 * time.Second}}, FailureTTL: 100 * time.Millisecond},
+		Cache: &verify.Cache{Verifier: &verify.Verifier{Registry: verify.Registry{Timeout: 4 * time.Second}},
+			FailureTTL: 100 * time.Millisecond, UnavailableTTL: 100 * time.Millisecond},
 		Platform: platform,
 	}, nil
 }
@@ -143,16 +144,15 @@ func TestImageVerificationPlatformPolicy(t *testing.T) {
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)
 }
 
-// TestImageVerificationRegistryDown: a registry that cannot be reached is retried with its
-// own reason, never a pass; once back, the revision goes through.
+// TestImageVerificationRegistryDown: a registry that does not answer leaves the release
+// waiting (Progressing) without holding a worker, then is retried with its own reason,
+// never a pass; once back, the revision goes through.
 func TestImageVerificationRegistryDown(t *testing.T) {
 	var down atomic.Bool
 	reg := verifytest.NewRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if down.Load() {
-				if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-					conn.Close()
-				}
+				<-r.Context().Done() // silent until the client gives up
 				return
 			}
 			h.ServeHTTP(w, r)
@@ -167,8 +167,12 @@ func TestImageVerificationRegistryDown(t *testing.T) {
 	repo := newRepo(t, ns, sampleFiles("app", web.String()))
 	obj := newRelease(t, ns, repo, "app", verifiedBy("cosign-keys"))
 
-	out := waitFor(t, obj, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.VerificationUnavailableReason, 30*time.Second)
-	NewWithT(t).Expect(condition(out, meta.ReconcilingCondition).Status).To(Equal(metav1.ConditionTrue), "retried")
+	out := waitFor(t, obj, meta.ReadyCondition, metav1.ConditionUnknown, v1alpha1.ProgressingReason, 30*time.Second)
+	g := NewWithT(t)
+	g.Expect(condition(out, meta.ReadyCondition).Message).To(ContainSubstring("has not answered yet"))
+	out = waitFor(t, obj, meta.ReadyCondition, metav1.ConditionFalse, v1alpha1.VerificationUnavailableReason, 30*time.Second)
+	g.Expect(condition(out, meta.ReconcilingCondition).Status).To(Equal(metav1.ConditionTrue), "retried")
+	g.Expect(condition(out, meta.ReadyCondition).Message).To(ContainSubstring(web.DigestStr()))
 	assertNothingApplied(t, ns)
 	down.Store(false)
 	waitFor(t, obj, meta.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciliationSucceededReason, time.Minute)

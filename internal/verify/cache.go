@@ -23,6 +23,10 @@ const (
 	// DefaultFailureTTL is how long a refusal is kept: a signature pushed after the image
 	// is found within it.
 	DefaultFailureTTL = 30 * time.Second
+	// DefaultUnavailableTTL is how long a registry that could not be read is remembered:
+	// long enough for the releases waiting on the verification to be told, short enough
+	// that a registry back up is read again at the next retry.
+	DefaultUnavailableTTL = 5 * time.Second
 )
 
 // Credentials are the registry credentials of one release: ID names them (a hash of the
@@ -40,9 +44,9 @@ type Cache struct {
 	Verifier *Verifier
 	// Size bounds the entries (DefaultCacheSize).
 	Size int
-	// SuccessTTL and FailureTTL are how long verdicts are kept (DefaultSuccessTTL,
-	// DefaultFailureTTL). A registry that could not be read is never kept.
-	SuccessTTL, FailureTTL time.Duration
+	// SuccessTTL, FailureTTL and UnavailableTTL are how long verdicts are kept
+	// (DefaultSuccessTTL, DefaultFailureTTL, DefaultUnavailableTTL).
+	SuccessTTL, FailureTTL, UnavailableTTL time.Duration
 
 	mu      sync.Mutex
 	entries map[string]*list.Element
@@ -61,15 +65,17 @@ type cacheEntry struct {
 // Verifications is how many verifications the cache made (not served from its entries).
 func (c *Cache) Verifications() int64 { return c.made.Load() }
 
-// Verify returns the verdict of image under policy: kept, or verified now. A verdict that
+// Verify returns the verdict of image under policy: kept, or verified now. When ctx ends
+// first, it returns ctx's error and the verification goes on, its verdict kept for the next
+// call: a slow registry holds a goroutine, not the caller. A verdict that
 // passed is kept per (digest, policy, credentials), whatever repository the digest was
 // named in; a refusal per repository too, as another repository may hold signatures.
 func (c *Cache) Verify(ctx context.Context, image string, p Policy, creds Credentials) (Verdict, error) {
 	return c.verify(ctx, image, p, creds, false)
 }
 
-// Recheck is Verify without the refusals kept: for a person who asked for a reconcile,
-// perhaps right after signing the image. Passed verdicts are still used.
+// Recheck is Verify without the refusals (and unreadable registries) kept: for a person who
+// asked for a reconcile, perhaps right after signing the image. Passed verdicts are used.
 func (c *Cache) Recheck(ctx context.Context, image string, p Policy, creds Credentials) (Verdict, error) {
 	return c.verify(ctx, image, p, creds, true)
 }
@@ -99,11 +105,14 @@ func (c *Cache) verify(ctx context.Context, image string, p Policy, creds Creden
 		// bounded by the registry timeout.
 		v, err := c.Verifier.verify(context.WithoutCancel(ctx), image, ref, compiled, creds.Keychain)
 		var refusal *Error
+		var unavailable *UnavailableError
 		switch {
 		case err == nil:
 			c.put(passed, cacheEntry{verdict: v}, c.successTTL())
 		case errors.As(err, &refusal):
 			c.put(refused, cacheEntry{err: err}, c.failureTTL())
+		case errors.As(err, &unavailable):
+			c.put(refused, cacheEntry{err: err}, c.unavailableTTL())
 		}
 		return v, err
 	})
@@ -120,6 +129,13 @@ func (c *Cache) successTTL() time.Duration {
 		return c.SuccessTTL
 	}
 	return DefaultSuccessTTL
+}
+
+func (c *Cache) unavailableTTL() time.Duration {
+	if c.UnavailableTTL > 0 {
+		return c.UnavailableTTL
+	}
+	return DefaultUnavailableTTL
 }
 
 func (c *Cache) failureTTL() time.Duration {

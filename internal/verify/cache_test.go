@@ -64,7 +64,7 @@ func TestRegistryDownThenUp(t *testing.T) {
 	img := reg.Push("acme/shop")
 	reg.Attach(img, key.Bundle(verifytest.Statement(img.DigestStr(), CosignSignPredicateType, map[string]any{})), false)
 	good := sw.handler
-	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 2 * time.Second}}}
+	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 2 * time.Second}}, UnavailableTTL: time.Nanosecond}
 
 	for _, down := range []http.Handler{hangUp, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "maintenance", http.StatusServiceUnavailable)
@@ -75,7 +75,7 @@ func TestRegistryDownThenUp(t *testing.T) {
 		g.Expect(errors.As(err, &unavailable)).To(BeTrue(), "a registry that cannot be read is retriable, never a pass: %v", err)
 		g.Expect(err.Error()).To(ContainSubstring(img.DigestStr()))
 	}
-	g.Expect(c.Len()).To(Equal(0), "an unreachable registry is not remembered")
+	time.Sleep(time.Millisecond)
 
 	sw.set(good)
 	v, err := c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
@@ -358,4 +358,29 @@ func TestCheckPolicy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCacheLeavesSlowRegistriesToTheBackground: a caller that stops waiting leaves the
+// verification running; its verdict, here the registry's silence, is there for the next one.
+func TestCacheLeavesSlowRegistriesToTheBackground(t *testing.T) {
+	g := NewWithT(t)
+	reg, sw := newSwappableRegistry(t)
+	key := verifytest.NewKey(t)
+	img := reg.Push("acme/shop")
+	sw.set(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	c := &Cache{Verifier: &Verifier{Registry: Registry{Timeout: 500 * time.Millisecond}}, UnavailableTTL: time.Minute}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Verify(ctx, img.String(), keyPolicy(key), Credentials{})
+	g.Expect(errors.Is(err, context.DeadlineExceeded)).To(BeTrue(), "%v", err)
+	g.Expect(time.Since(start)).To(BeNumerically("<", 400*time.Millisecond))
+
+	g.Eventually(func() bool {
+		_, err := c.Verify(context.Background(), img.String(), keyPolicy(key), Credentials{})
+		var unavailable *UnavailableError
+		return errors.As(err, &unavailable)
+	}).WithTimeout(3 * time.Second).Should(BeTrue())
+	g.Expect(c.Verifications()).To(Equal(int64(1)), "one verification, finished in the background")
 }
