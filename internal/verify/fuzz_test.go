@@ -7,8 +7,8 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 )
 
-// FuzzSignatureParsers feeds what a hostile registry serves (a legacy signature's
-// annotations and payload, a bundle, a provenance predicate) to the parsers that read it
+// FuzzSignatureParsers feeds what a hostile registry serves (a legacy signature's or
+// attestation's annotations and payload, a bundle, a provenance predicate) to the parsers that read it
 // before anything is verified: none may panic.
 //
 //	go test ./internal/verify -run XXX -fuzz FuzzSignatureParsers -fuzztime 30s
@@ -21,6 +21,9 @@ func FuzzSignatureParsers(f *testing.F) {
 		annotations := map[string]string{annotationSignature: sig, annotationCertificate: cert, annotationBundle: rekor}
 		if e, err := legacyEntity(annotations, payload); err == nil {
 			_, _ = parse(candidate{where: "fuzz", entity: e, payload: payload})
+		}
+		if e, err := legacyAttestation(annotations, payload); err == nil {
+			_, _ = parse(candidate{where: "fuzz", entity: e})
 		}
 		b := &bundle.Bundle{}
 		if err := b.UnmarshalJSON(bundleJSON); err == nil {

@@ -14,6 +14,7 @@ import (
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 )
 
@@ -44,13 +45,50 @@ func legacyEntity(annotations map[string]string, payload []byte) (signedEntity, 
 		return nil, errors.New("no signature annotation")
 	}
 	sum := sha256.Sum256(payload)
+	return legacyBundle(annotations, &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+		MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+		Signature:     sig,
+	}})
+}
+
+// dsseEnvelope is a DSSE envelope as cosign's .att layers hold it.
+type dsseEnvelope struct {
+	PayloadType string `json:"payloadType"`
+	Payload     []byte `json:"payload"`
+	Signatures  []struct {
+		KeyID string `json:"keyid"`
+		Sig   []byte `json:"sig"`
+	} `json:"signatures"`
+}
+
+// legacyAttestation makes a v0.1 Sigstore bundle of a layer of a cosign .att tag: a DSSE
+// envelope of an in-toto statement, with the verification material of its annotations.
+func legacyAttestation(annotations map[string]string, envelope []byte) (signedEntity, error) {
+	var env dsseEnvelope
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		return nil, fmt.Errorf("not a DSSE envelope: %v", err)
+	}
+	if len(env.Signatures) != 1 {
+		return nil, fmt.Errorf("a DSSE envelope with %d signatures, not one", len(env.Signatures))
+	}
+	return legacyBundle(annotations, &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+		Payload: env.Payload, PayloadType: env.PayloadType,
+		Signatures: []*protodsse.Signature{{Sig: env.Signatures[0].Sig, Keyid: env.Signatures[0].KeyID}},
+	}})
+}
+
+// legacyBundle is a v0.1 bundle of content with the verification material of a cosign
+// legacy layer's annotations: its certificate (else a key), Rekor entry and timestamp.
+func legacyBundle(annotations map[string]string, content any) (signedEntity, error) {
 	pb := &protobundle.Bundle{
-		MediaType: "application/vnd.dev.sigstore.bundle+json;version=0.1",
-		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
-			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
-			Signature:     sig,
-		}},
+		MediaType:            "application/vnd.dev.sigstore.bundle+json;version=0.1",
 		VerificationMaterial: &protobundle.VerificationMaterial{},
+	}
+	switch c := content.(type) {
+	case *protobundle.Bundle_MessageSignature:
+		pb.Content = c
+	case *protobundle.Bundle_DsseEnvelope:
+		pb.Content = c
 	}
 	vm := pb.VerificationMaterial
 	if certPEM := annotations[annotationCertificate]; certPEM != "" {

@@ -45,6 +45,8 @@ const (
 	bundleMediaTypeAlt = "application/vnd.dev.sigstore.bundle+json;version=0.3"
 	// SimpleSigningMediaType is the payload of a cosign legacy .sig tag's layers.
 	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	// DSSEMediaType is a layer of a cosign legacy .att tag: a DSSE envelope.
+	DSSEMediaType = "application/vnd.dsse.envelope.v1+json"
 
 	// Annotations of a legacy signature layer.
 	annotationSignature   = "dev.cosignproject.cosign/signature"
@@ -190,11 +192,14 @@ func (r Registry) find(ctx context.Context, ref name.Digest, keychain authn.Keyc
 		}
 		found = append(found, candidate{where: where, entity: e})
 	}
-	legacy, skippedLegacy, err := r.legacySignatures(ref, opts)
-	if err != nil {
-		return nil, nil, err
+	for _, suffix := range []string{".sig", ".att"} {
+		legacy, skippedLegacy, err := r.legacyLayers(ref, suffix, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		found, skipped = append(found, legacy...), append(skipped, skippedLegacy...)
 	}
-	return append(found, legacy...), append(skipped, skippedLegacy...), nil
+	return found, skipped, nil
 }
 
 func countBundles(ds []v1.Descriptor) int {
@@ -286,9 +291,10 @@ func (r Registry) blob(ref name.Digest, l v1.Descriptor, opts []remote.Option) (
 	return data, nil
 }
 
-// legacySignatures reads the layers of cosign's sha256-<hex>.sig tag.
-func (r Registry) legacySignatures(ref name.Digest, opts []remote.Option) ([]candidate, []string, error) {
-	tag := ref.Context().Tag(strings.Replace(ref.DigestStr(), ":", "-", 1) + ".sig")
+// legacyLayers reads the layers of cosign's sha256-<hex>.sig tag (simple-signing
+// signatures) or sha256-<hex>.att tag (DSSE attestations).
+func (r Registry) legacyLayers(ref name.Digest, suffix string, opts []remote.Option) ([]candidate, []string, error) {
+	tag := ref.Context().Tag(strings.Replace(ref.DigestStr(), ":", "-", 1) + suffix)
 	desc, err := remote.Get(tag, opts...)
 	if notFound(err) {
 		return nil, nil, nil
@@ -300,22 +306,26 @@ func (r Registry) legacySignatures(ref name.Digest, opts []remote.Option) ([]can
 	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
 		return nil, []string{fmt.Sprintf("tag %s: manifest: %v", tag.TagStr(), err)}, nil
 	}
+	mediaType, maxSize := SimpleSigningMediaType, int64(maxPayloadBytes)
+	if suffix == ".att" {
+		mediaType, maxSize = DSSEMediaType, 0 // bounded by MaxResponseBytes
+	}
 	var found []candidate
 	var skipped []string
 	for i, l := range m.Layers {
 		if i >= MaxLegacyLayers {
-			skipped = append(skipped, fmt.Sprintf("tag %s: %d more signatures beyond the first %d", tag.TagStr(), len(m.Layers)-MaxLegacyLayers, MaxLegacyLayers))
+			skipped = append(skipped, fmt.Sprintf("tag %s: %d more layers beyond the first %d", tag.TagStr(), len(m.Layers)-MaxLegacyLayers, MaxLegacyLayers))
 			break
 		}
 		where := fmt.Sprintf("tag %s layer %d", tag.TagStr(), i+1)
-		if string(l.MediaType) != SimpleSigningMediaType {
+		if string(l.MediaType) != mediaType {
 			continue
 		}
-		if l.Size > maxPayloadBytes {
-			skipped = append(skipped, fmt.Sprintf("%s: payload of %d bytes, more than %d", where, l.Size, maxPayloadBytes))
+		if maxSize > 0 && l.Size > maxSize {
+			skipped = append(skipped, fmt.Sprintf("%s: payload of %d bytes, more than %d", where, l.Size, maxSize))
 			continue
 		}
-		payload, err := r.blob(ref, l, opts)
+		data, err := r.blob(ref, l, opts)
 		if isMalformed(err) {
 			skipped = append(skipped, fmt.Sprintf("%s: %v", where, err))
 			continue
@@ -323,12 +333,18 @@ func (r Registry) legacySignatures(ref name.Digest, opts []remote.Option) ([]can
 		if err != nil {
 			return nil, nil, err
 		}
-		e, err := legacyEntity(l.Annotations, payload)
+		c := candidate{where: where}
+		if suffix == ".sig" {
+			c.entity, err = legacyEntity(l.Annotations, data)
+			c.payload = data
+		} else {
+			c.entity, err = legacyAttestation(l.Annotations, data)
+		}
 		if err != nil {
 			skipped = append(skipped, fmt.Sprintf("%s: %v", where, err))
 			continue
 		}
-		found = append(found, candidate{where: where, entity: e, payload: payload})
+		found = append(found, c)
 	}
 	return found, skipped, nil
 }

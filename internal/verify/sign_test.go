@@ -107,3 +107,28 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// legacyAttestation is a cosign v2 keyless .att layer: a DSSE envelope with the
+// certificate and Rekor bundle annotations.
+func (s *sigstore) legacyAttestation(identity, issuer string, stmt []byte) verifytest.LegacySignature {
+	e, err := s.vs.AttestAtTime(identity, issuer, stmt, time.Now().Add(5*time.Minute), false)
+	must(s.t, err)
+	content, _ := e.VerificationContent()
+	sc, _ := e.SignatureContent()
+	env := sc.EnvelopeContent().RawEnvelope()
+	sig, _ := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	entries, _ := e.TlogEntries()
+	tle := s.promise(entries[0])
+	rb, _ := json.Marshal(map[string]any{
+		"SignedEntryTimestamp": tle.InclusionPromise.SignedEntryTimestamp,
+		"Payload": map[string]any{
+			"body": base64.StdEncoding.EncodeToString(tle.CanonicalizedBody), "integratedTime": tle.IntegratedTime,
+			"logIndex": tle.LogIndex, "logID": hex.EncodeToString(tle.LogId.KeyId),
+		},
+	})
+	return verifytest.LegacySignature{Payload: verifytest.Envelope(stmt, sig), Annotations: map[string]string{
+		annotationSignature:   "",
+		annotationCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: content.Certificate().Raw})),
+		annotationBundle:      string(rb),
+	}}
+}

@@ -251,6 +251,23 @@ func TestVerify(t *testing.T) {
 		reason: WrongKey,
 		in:     []string{"attestation https://slsa.dev/provenance/v1"},
 	}, {
+		name: "valid provenance in cosign's legacy .att tag, keyless",
+		sign: func(img name.Digest) {
+			f.reg.AttachLegacy(img, f.ss.legacy(ciSubject, ciIssuer, verifytest.SimpleSigningPayload(img, img.DigestStr())))
+			f.reg.AttachLegacyAttestations(img, f.ss.legacyAttestation(ciSubject, ciIssuer, verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1(builder, shopRepo, commit))))
+		},
+		policy: withProvenance(identityPolicy(ciIssuer, ".*"), "^https://github.com/acme/.github/.*$", "^https://github.com/acme/shop$"),
+		was:    func(g Gomega, v Verdict) { g.Expect(v.SourceCommit).To(Equal(commit)) },
+	}, {
+		name: "provenance from another builder in cosign's legacy .att tag",
+		sign: func(img name.Digest) {
+			f.reg.AttachLegacy(img, f.key.Legacy(verifytest.SimpleSigningPayload(img, img.DigestStr())))
+			f.reg.AttachLegacyAttestations(img, f.key.LegacyAttestation(verifytest.Statement(img.DigestStr(), "https://slsa.dev/provenance/v1", verifytest.SLSAv1("https://laptop.example/builder", shopRepo, commit))))
+		},
+		policy: withProvenance(keyPolicy(f.key), "^https://github.com/acme/.github/.*$", ""),
+		reason: ProvenanceMismatch,
+		in:     []string{"laptop.example"},
+	}, {
 		name:   "no provenance",
 		sign:   func(img name.Digest) { f.reg.Attach(img, f.key.Bundle(f.signStatement(img)), false) },
 		policy: withProvenance(keyPolicy(f.key), "", ""),
@@ -293,7 +310,7 @@ func TestVerify(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			img := f.reg.Push("acme/" + strings.NewReplacer(" ", "-", "'", "").Replace(tc.name))
+			img := f.reg.Push("acme/" + strings.NewReplacer(" ", "-", "'", "", ",", "").Replace(tc.name))
 			tc.sign(img)
 			v, err := verdictOf(t, f, img, tc.policy)
 			if tc.reason == "" {

@@ -36,6 +36,7 @@ import (
 const (
 	BundleMediaType        = "application/vnd.dev.sigstore.bundle.v0.3+json"
 	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	DSSEMediaType          = "application/vnd.dsse.envelope.v1+json"
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
 	// CosignSignPredicateType is the predicate of the statement cosign v3 signs.
 	CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
@@ -151,16 +152,36 @@ type LegacySignature struct {
 // AttachLegacy writes the cosign sha256-<hex>.sig tag of img with the signatures.
 func (r *Registry) AttachLegacy(img name.Digest, sigs ...LegacySignature) {
 	r.T.Helper()
+	r.attachLegacy(img, ".sig", SimpleSigningMediaType, sigs)
+}
+
+// AttachLegacyAttestations writes the cosign sha256-<hex>.att tag of img with the
+// attestations (DSSE envelopes), as cosign attest did before bundles.
+func (r *Registry) AttachLegacyAttestations(img name.Digest, atts ...LegacySignature) {
+	r.T.Helper()
+	r.attachLegacy(img, ".att", DSSEMediaType, atts)
+}
+
+func (r *Registry) attachLegacy(img name.Digest, suffix string, mt types.MediaType, sigs []LegacySignature) {
 	repo := img.Context()
 	cfg := r.blob(repo, []byte("{}"), types.OCIConfigJSON)
 	var layers []v1.Descriptor
 	for _, s := range sigs {
-		d := r.blob(repo, s.Payload, SimpleSigningMediaType)
+		d := r.blob(repo, s.Payload, mt)
 		d.Annotations = s.Annotations
 		layers = append(layers, d)
 	}
-	tag := repo.Tag(strings.Replace(img.DigestStr(), ":", "-", 1) + ".sig")
+	tag := repo.Tag(strings.Replace(img.DigestStr(), ":", "-", 1) + suffix)
 	r.putManifest(tag, map[string]any{"schemaVersion": 2, "mediaType": types.OCIManifestSchema1, "config": cfg, "layers": layers})
+}
+
+// Envelope is a DSSE envelope as cosign's .att layers hold it.
+func Envelope(stmt, sig []byte) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"payloadType": inTotoPayloadType, "payload": stmt,
+		"signatures": []map[string]any{{"keyid": "", "sig": sig}},
+	})
+	return b
 }
 
 // SimpleSigningPayload is what cosign signs for an image in its legacy format.
@@ -252,6 +273,11 @@ func (k Key) Bundle(stmt []byte) *protobundle.Bundle {
 // SignImage attaches the key's cosign v3 signature of img as a referrer.
 func (k Key) SignImage(r *Registry, img name.Digest) {
 	r.Attach(img, k.Bundle(SignStatement(img)), false)
+}
+
+// LegacyAttestation is a cosign v2 key-based .att layer: a DSSE envelope of the statement.
+func (k Key) LegacyAttestation(stmt []byte) LegacySignature {
+	return LegacySignature{Payload: Envelope(stmt, k.Sign(pae(inTotoPayloadType, stmt))), Annotations: map[string]string{SignatureAnnotation: ""}}
 }
 
 // Legacy is a cosign v2 key-based .sig layer.
