@@ -118,8 +118,8 @@ func TestImageVerification(t *testing.T) {
 }
 
 // TestImageVerificationPlatformPolicy: the admin's policy binds the namespace's releases; a
-// release that asks for less (its own key only) is refused until the platform's key signs
-// too.
+// release that asks for less (its own key only), or for nothing, is refused until the
+// platform's key signs too.
 func TestImageVerificationPlatformPolicy(t *testing.T) {
 	g := NewWithT(t)
 	reg := verifytest.NewRegistry(t, nil)
@@ -137,6 +137,13 @@ func TestImageVerificationPlatformPolicy(t *testing.T) {
 
 	out := waitFor(t, obj, meta.StalledCondition, metav1.ConditionTrue, v1alpha1.ImageVerificationFailedReason, 30*time.Second)
 	g.Expect(condition(out, meta.ReadyCondition).Message).To(ContainSubstring("platform policy platform-signed"))
+	assertNothingApplied(t, ns)
+
+	// A release that leaves spec.verify out is held to the platform's policy all the same.
+	optOut := newRelease(t, ns, repo, "app", named("opt-out"))
+	out = waitFor(t, optOut, meta.StalledCondition, metav1.ConditionTrue, v1alpha1.ImageVerificationFailedReason, 30*time.Second)
+	g.Expect(condition(out, meta.ReadyCondition).Message).To(ContainSubstring("platform policy platform-signed"))
+	deleteRelease(t, optOut)
 	assertNothingApplied(t, ns)
 
 	platformKey.SignImage(reg, web)
