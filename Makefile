@@ -66,9 +66,10 @@ bench: control-plane ## The scale benchmark (docs/benchmarks.md): N releases aga
 	go run ./hack/bench -n $${N:-100,500,1000} $${BENCH_FLAGS:-}
 
 .PHONY: bench-micro
-bench-micro: control-plane ## Single-release benchmarks: webhook to applied, drift correction, revert built and pushed (BENCHTIME=20x).
+bench-micro: control-plane ## Single-release benchmarks: webhook to applied, drift correction, revert built and pushed (BENCHTIME=20x); image verification of 1000 releases sharing 10 images.
 	go test ./controllers -run '^$$' -bench . -benchtime $${BENCHTIME:-20x} -timeout 30m
 	go test ./internal/git -run '^$$' -bench BenchmarkRevert -benchtime $${BENCHTIME:-20x} -timeout 10m
+	go test ./internal/verify -run '^$$' -bench BenchmarkFleetVerification -benchtime 1x
 
 .PHONY: bench-drift
 bench-drift: control-plane ## Time drift corrections: N image edits on a live Deployment; prints p50, p99, max.

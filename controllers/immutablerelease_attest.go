@@ -209,12 +209,15 @@ func (r *ImmutableReleaseReconciler) deployment(s *scope, h v1alpha1.ReleaseReco
 	return d
 }
 
-// imageSigner is who signed im, as verification before apply (spec.verify) recorded it in
-// status.images[].verification: issuer and subject, key fingerprint, transparency-log
-// index and provenance source commit. Verification is not part of this build, so there
-// is no signer to name, and none is made up: nil leaves the statement's signer empty.
-func imageSigner(v1alpha1.WorkloadImage) *attest.ImageSigner {
-	return nil
+// imageSigner is who signed the image, as its verification before apply found it
+// (status.images[].verification, spec.verify or the platform's image policy); nil for an
+// image that was not verified: the statement then names no signer, and none is made up.
+func imageSigner(im v1alpha1.WorkloadImage) *attest.ImageSigner {
+	v := im.Verification
+	if v == nil {
+		return nil
+	}
+	return &attest.ImageSigner{Issuer: v.Issuer, Subject: v.Subject, KeyFingerprint: v.KeyFingerprint, LogIndex: v.LogIndex, SourceCommit: v.SourceCommit}
 }
 
 // attestationKey reads the signing key from the operator's own Secret.

@@ -36,6 +36,7 @@ import (
 	"github.com/immutable-release/operator/internal/notify"
 	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
+	"github.com/immutable-release/operator/internal/verify"
 )
 
 // +kubebuilder:rbac:groups=release.immutable.dev,resources=immutablereleases,verbs=get;list;watch;update;patch
@@ -98,6 +99,8 @@ type Options struct {
 	KubeConfig kubeconfig.Options
 	// Attestation signs the deployment records of spec.attest.
 	Attestation AttestationOptions
+	// Verification verifies the images of a revision before it is applied.
+	Verification VerificationOptions
 	// IntervalJitter spreads each interval's reconcile by up to this fraction of the
 	// interval either way (0.05: ±5%), so that releases created together do not stay
 	// in step, all looking at once every interval.
@@ -127,6 +130,9 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Options.Verification.Cache == nil {
+		r.Options.Verification.Cache = &verify.Cache{Verifier: &verify.Verifier{}}
 	}
 	r.elected = mgr.Elected()
 	r.notifications = make(chan event.GenericEvent, 1024)

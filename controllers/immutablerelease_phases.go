@@ -26,6 +26,7 @@ import (
 	"github.com/immutable-release/operator/internal/manifest"
 	"github.com/immutable-release/operator/internal/rollback"
 	"github.com/immutable-release/operator/internal/tenancy"
+	"github.com/immutable-release/operator/internal/verify"
 )
 
 // scope is what the steps of one reconcile share.
@@ -62,6 +63,9 @@ type scope struct {
 	// names (prepareHealth).
 	exprs        *health.Exprs
 	healthChecks []*unstructured.Unstructured
+	// verdicts are the verifications of the revision's images, by reference, when the
+	// release's policy asks for any (verifyImages).
+	verdicts map[string]verify.Verdict
 }
 
 // answered reads the objects this reconcile applied from the API server's answers, and
@@ -153,6 +157,14 @@ func (r *ImmutableReleaseReconciler) steps(ctx context.Context, s *scope) (ctrl.
 	if res, err := r.source(ctx, s); err != nil {
 		return res, err
 	}
+	if err := r.verifyImages(ctx, s); err != nil {
+		if isVerifying(err) {
+			return ctrl.Result{RequeueAfter: verifyPoll}, err
+		}
+		// A refused image waits for a new commit, a signature or a policy: looked at again
+		// at the interval. A registry that cannot be read is retried with backoff.
+		return r.requeue(obj, 0), err
+	}
 	if err := r.applyOrCompare(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -195,10 +207,7 @@ func (r *ImmutableReleaseReconciler) newScope(ctx context.Context, obj *v1alpha1
 // live objects with it (handleDrift), unless the watch cache shows them unchanged.
 func (r *ImmutableReleaseReconciler) applyOrCompare(ctx context.Context, s *scope) error {
 	obj := s.obj
-	// Settled: this spec was applied already (the revision may still have to be). While a
-	// rollout runs, observedGeneration lags; lastAppliedGeneration says it instead, so
-	// that reconciles during a rollout do not apply the same objects again.
-	settled := obj.Status.Inventory != nil && (obj.Status.ObservedGeneration == obj.Generation || obj.Status.LastAppliedGeneration == obj.Generation)
+	settled := settled(obj)
 	switch {
 	case settled && !s.asked && r.unchangedSinceSnapshot(ctx, s):
 		// Nobody changed the live objects and Git asks for the same ones (a commit that
@@ -214,6 +223,13 @@ func (r *ImmutableReleaseReconciler) applyOrCompare(ctx context.Context, s *scop
 	default:
 		return r.handleDrift(ctx, s)
 	}
+}
+
+// settled says whether this spec was applied already (the revision may still have to be).
+// While a rollout runs, observedGeneration lags; lastAppliedGeneration says it instead, so
+// that reconciles during a rollout do not apply the same objects again.
+func settled(obj *v1alpha1.ImmutableRelease) bool {
+	return obj.Status.Inventory != nil && (obj.Status.ObservedGeneration == obj.Generation || obj.Status.LastAppliedGeneration == obj.Generation)
 }
 
 // serviceAccount is the account of its namespace the release acts as ("" for the operator).
@@ -324,13 +340,14 @@ func (r *ImmutableReleaseReconciler) apply(ctx context.Context, s *scope) error 
 	}
 
 	r.startRolloutIfChanged(s, cs)
-	images := workloadImages(s.objects)
+	images := withVerifications(workloadImages(s.objects), s.verdicts)
 	newRevision := obj.Status.LastAppliedRevision != s.revision
 	obj.Status.LastAppliedRevision = s.revision
 	obj.Status.Inventory = inventory
 	obj.Status.Images = images
 	if newRevision || len(obj.Status.History) == 0 {
 		recordRelease(obj, s.revision, s.commit, imagesChecksum(images))
+		obj.Status.History[0].VerifiedImages = verifiedImages(images)
 		r.settleProposal(ctx, s, images)
 		rollback.RecordFromGit(obj, s.commit)
 		rollback.QuarantineFailed(obj, s.commit.Hash, images)

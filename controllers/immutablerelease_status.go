@@ -53,7 +53,7 @@ func (r *ImmutableReleaseReconciler) finalizeStatus(ctx context.Context, obj, be
 	var f *failure
 	switch {
 	case !obj.DeletionTimestamp.IsZero():
-	case isWaiting(err):
+	case isWaiting(err) || isVerifying(err):
 		conditions.MarkUnknown(obj, meta.ReadyCondition, v1alpha1.ProgressingReason, "%s", err.Error())
 		conditions.MarkReconciling(obj, v1alpha1.ProgressingReason, "%s", err.Error())
 		conditions.Delete(obj, meta.StalledCondition)

@@ -115,6 +115,11 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "setting up the event recorder:", err)
 		return 1
 	}
+	verification, err := testVerificationOptions()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setting up image verification:", err)
+		return 1
+	}
 	r := &ImmutableReleaseReconciler{
 		Client:   mgr.GetClient(),
 		Config:   cp.Config,
@@ -125,7 +130,8 @@ func runSuite(m *testing.M) int {
 			UnconfinedNamespaces: []string{unconfinedNamespace},
 			Operator:             tenancy.Operator{Namespace: "immutable-release-system", NamePrefix: "immutable-release-", Group: v1alpha1.GroupVersion.Group},
 		},
-			Attestation: AttestationOptions{KeySecret: attestKeySecret, ClusterName: testClusterName},
+			Attestation:  AttestationOptions{KeySecret: attestKeySecret, ClusterName: testClusterName},
+			Verification: verification,
 		},
 	}
 	operator = r

@@ -51,6 +51,7 @@ var guides = []string{
 	"guides/notifications.md",
 	"guides/deployment-records.md",
 	"guides/remote-clusters.md",
+	"guides/image-verification.md",
 }
 
 // doc is one YAML document of a fenced block.

@@ -193,6 +193,24 @@ const (
 	// refused the token, or its API failed. Retried with backoff.
 	PullRequestFailedReason string = "PullRequestFailed"
 
+	// ImageVerificationFailedReason: an image of the revision does not carry the signature or
+	// attestation that spec.verify or the platform's policy asks for (no signature, a wrong
+	// identity or key, a signature of another digest, provenance from another builder or
+	// repository, a certificate expired when it signed). The message names the image, its
+	// digest and why. Nothing of the revision is applied; looked at again every interval.
+	ImageVerificationFailedReason string = "ImageVerificationFailed"
+
+	// VerificationUnavailableReason: the registry of an image could not be read for its
+	// signatures (unreachable, refusing the credentials of spec.registrySecretRef, erroring).
+	// Nothing of the revision is applied; retried with backoff. Never a pass.
+	VerificationUnavailableReason string = "VerificationUnavailable"
+
+	// InvalidVerificationPolicyReason: spec.verify cannot be used: its key Secret is missing
+	// or holds no .pub entry, a key does not parse, an expression does not compile; or the
+	// Secret of spec.registrySecretRef is missing or not a docker config JSON. Nothing is
+	// applied; retried with backoff, as a Secret may be created later.
+	InvalidVerificationPolicyReason string = "InvalidVerificationPolicy"
+
 	// DriftCorrectedReason is the reason of the event emitted when drift is put back.
 	DriftCorrectedReason string = "DriftCorrected"
 )

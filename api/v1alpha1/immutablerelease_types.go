@@ -110,6 +110,24 @@ type ImmutableReleaseSpec struct {
 	// +optional
 	Decryption *Decryption `json:"decryption,omitempty"`
 
+	// verify, when set, verifies who built every pinned image of a revision before anything
+	// of it is applied, in the shape of Flux's OCIRepository spec.verify: each image needs a
+	// Sigstore signature (a bundle attached as an OCI referrer, or cosign's older
+	// sha256-<digest>.sig tag) by one of the public keys of secretRef or one of the keyless
+	// identities of matchOIDCIdentity, and every attestation asked for. One image that does
+	// not verify refuses the whole revision (ImageVerificationFailed); a registry that cannot
+	// be read is retried (VerificationUnavailable). The platform admin's policy for the
+	// namespace applies as well, with or without this field: a release can only add to it.
+	// +optional
+	Verify *VerifySpec `json:"verify,omitempty"`
+
+	// registrySecretRef names a Secret in the release's namespace of type
+	// kubernetes.io/dockerconfigjson (its .dockerconfigjson entry) with the credentials the
+	// signatures are read from the registries with. Without it, registries are read
+	// anonymously.
+	// +optional
+	RegistrySecretRef *meta.LocalObjectReference `json:"registrySecretRef,omitempty"`
+
 	// serviceAccountName is a ServiceAccount in the release's namespace. When set, every call
 	// the operator makes to apply, prune and read the objects is made as that account
 	// (impersonation), so the release can only do what its RBAC allows. Without it, the
@@ -180,6 +198,107 @@ type AttestSpec struct {
 	// +optional
 	NotesRef string `json:"notesRef,omitempty"`
 }
+
+// VerifySpec says who must have signed, and attested to, every image of the release.
+// +kubebuilder:validation:XValidation:rule="has(self.secretRef) || (has(self.matchOIDCIdentity) && size(self.matchOIDCIdentity) > 0)",message="verify needs secretRef (public keys) or matchOIDCIdentity (keyless identities)"
+type VerifySpec struct {
+	// provider is the signature format: cosign (Sigstore).
+	// +kubebuilder:validation:Enum=cosign
+	// +kubebuilder:default=cosign
+	// +optional
+	Provider string `json:"provider,omitempty"`
+
+	// secretRef names a Secret in the release's namespace holding PEM public keys, each under
+	// an entry whose name ends in .pub (as cosign.pub from cosign generate-key-pair). A
+	// signature by any of them is accepted.
+	// +optional
+	SecretRef *meta.LocalObjectReference `json:"secretRef,omitempty"`
+
+	// matchOIDCIdentity lists the keyless signers accepted: regular expressions on the OIDC
+	// issuer and the subject of the Fulcio certificate, each matching the whole value. A
+	// signature by any of them is accepted.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	MatchOIDCIdentity []OIDCIdentityMatch `json:"matchOIDCIdentity,omitempty"`
+
+	// attestations lists in-toto attestations every image must carry, signed by a signer
+	// that secretRef or matchOIDCIdentity accepts: SLSA provenance from the expected builder
+	// and source repository.
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Attestations []AttestationMatch `json:"attestations,omitempty"`
+}
+
+// OIDCIdentityMatch is a keyless signer accepted.
+type OIDCIdentityMatch struct {
+	// issuer is a regular expression on the OIDC issuer, such as
+	// ^https://token.actions.githubusercontent.com$.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +required
+	Issuer string `json:"issuer"`
+
+	// subject is a regular expression on the certificate's subject (its SAN), such as
+	// ^https://github.com/acme/.*$.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +required
+	Subject string `json:"subject"`
+}
+
+// AttestationMatch is an attestation every image must carry.
+type AttestationMatch struct {
+	// predicateType is the in-toto predicate type, such as https://slsa.dev/provenance/v1.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +required
+	PredicateType string `json:"predicateType"`
+
+	// builderID is a regular expression the provenance's builder ID must match (SLSA v1
+	// runDetails.builder.id, v0.2 builder.id).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	BuilderID string `json:"builderID,omitempty"`
+
+	// sourceRepository is a regular expression the provenance's source repository must
+	// match (its first Git dependency, git+ and @ref removed).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	SourceRepository string `json:"sourceRepository,omitempty"`
+}
+
+// ImageVerification is what verifying an image's signatures found.
+type ImageVerification struct {
+	// issuer is the OIDC issuer of a verified keyless signature.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// subject is the certificate subject of a verified keyless signature.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// keyFingerprint names the public key of a verified key-based signature:
+	// sha256:<hex of its PKIX DER form>.
+	// +optional
+	KeyFingerprint string `json:"keyFingerprint,omitempty"`
+	// logIndex is the signature's transparency-log (Rekor) index.
+	// +optional
+	LogIndex *int64 `json:"logIndex,omitempty"`
+	// sourceCommit is the commit the image's provenance says it was built from.
+	// +optional
+	SourceCommit string `json:"sourceCommit,omitempty"`
+	// verifiedAt is when the verification was made.
+	VerifiedAt metav1.Time `json:"verifiedAt"`
+}
+
+// VerifiedImage is the verification of one digest of a revision, in its history entry.
+type VerifiedImage struct {
+	// digest is sha256:<hex>.
+	Digest string `json:"digest"`
+
+	ImageVerification `json:",inline"`
+}
+
+// MaxVerifiedImages bounds a history entry's verifiedImages.
+const MaxVerifiedImages = 32
 
 // RollbackMode is how a failed revision is rolled back.
 // +kubebuilder:validation:Enum=Revert;PullRequest;Disabled
@@ -564,6 +683,10 @@ type WorkloadImage struct {
 	// status.containerStatuses[].imageID; more than one during a rollout.
 	// +optional
 	Running []string `json:"running,omitempty"`
+	// verification is what verifying the image's signature found, when spec.verify or the
+	// platform's policy asks for it.
+	// +optional
+	Verification *ImageVerification `json:"verification,omitempty"`
 }
 
 // ResourceInventory is the set of objects a release applied.
@@ -608,6 +731,9 @@ type ReleaseRecord struct {
 	// revertedBy is the commit that reverted this revision after it failed.
 	// +optional
 	RevertedBy string `json:"revertedBy,omitempty"`
+	// verifiedImages are the verifications of the revision's distinct digests, at most 32.
+	// +optional
+	VerifiedImages []VerifiedImage `json:"verifiedImages,omitempty"`
 	// commitStatus is the state of the commit status last posted for this revision on the
 	// Git host (spec.commitStatus): each state is posted once.
 	// +optional

@@ -35,6 +35,7 @@ import (
 	"github.com/immutable-release/operator/internal/receiver"
 	"github.com/immutable-release/operator/internal/shard"
 	"github.com/immutable-release/operator/internal/tenancy"
+	"github.com/immutable-release/operator/internal/verify"
 )
 
 const controllerName = "immutable-release-controller"
@@ -74,6 +75,9 @@ func main() {
 		clusterName   string
 		gitLimits     = git.DefaultLimits
 		kubeConfigs   = kubeconfig.Options{UserAgent: "immutable-release-operator"}
+		imagePolicy   string
+		trustedRoot   string
+		publicRoot    bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers the API server authenticates and authorizes (get on the non-resource URL /metrics, as the metrics-reader ClusterRole grants). false serves plain HTTP to anyone who reaches the port: for local development only.")
@@ -104,6 +108,9 @@ func main() {
 	flag.BoolVar(&kubeConfigs.AllowInsecureTLS, "insecure-kubeconfig-tls", false, "Let the kubeconfigs of spec.kubeConfig skip TLS verification (as Flux's flag). Off: such a kubeconfig is refused with KubeConfigInvalid.")
 	flag.StringVar(&attestKey, "attestation-key-secret", "", "The Secret, in the operator's own namespace, whose key private.pem holds the PEM private key (ECDSA P-256 or Ed25519) that signs the deployment records of releases with spec.attest; public.pem may hold its public key for auditors. Empty: such releases are told there is no key (Attested=False, AttestationKeyInvalid) and go on.")
 	flag.StringVar(&clusterName, "cluster-name", "", "The name of this cluster in every deployment record (spec.attest). Empty: kube-system/<UID of the kube-system namespace>, which is the same for the life of the cluster.")
+	flag.StringVar(&imagePolicy, "image-policy", "", "The platform's image policy file (YAML, mounted from a ConfigMap of the operator's namespace): the signatures and attestations every image of the releases of the namespaces each entry selects must carry, whatever the release's own spec.verify says. Empty: only spec.verify.")
+	flag.StringVar(&trustedRoot, "sigstore-trusted-root", "", "A Sigstore trusted_root.json (Fulcio, Rekor and timestamp authorities of a private Sigstore) that keyless signatures are verified against. Empty: the public Sigstore instance's, fetched from its TUF repository (--sigstore-public-root).")
+	flag.BoolVar(&publicRoot, "sigstore-public-root", true, "Without --sigstore-trusted-root, fetch the public Sigstore trusted root from its TUF repository, in the background; until it is fetched, or when it cannot be, only key-based signatures verify.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -189,6 +196,11 @@ func main() {
 		log.Error(err, "Failed to set up the event recorder")
 		os.Exit(1)
 	}
+	verification, err := verificationOptions(imagePolicy, trustedRoot, publicRoot, filepath.Join(storagePath, "sigstore-tuf"))
+	if err != nil {
+		log.Error(err, "Failed to set up image verification")
+		os.Exit(1)
+	}
 	r := &controllers.ImmutableReleaseReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -206,6 +218,7 @@ func main() {
 			Shard:                   fleetShard,
 			KubeConfig:              kubeConfigs,
 			Attestation:             controllers.AttestationOptions{KeySecret: attestKey, ClusterName: clusterName},
+			Verification:            verification,
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -314,4 +327,40 @@ func metricsOptions(addr string, secure bool) metricsserver.Options {
 		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	return opts
+}
+
+// verificationOptions loads the admin's image policy and the Sigstore trust material; the
+// public root is fetched in the background.
+func verificationOptions(policyPath, trustedRoot string, publicRoot bool, tufCache string) (controllers.VerificationOptions, error) {
+	var opts controllers.VerificationOptions
+	if policyPath != "" {
+		p, err := verify.LoadPlatformPolicy(policyPath)
+		if err != nil {
+			return opts, err
+		}
+		opts.Platform = p
+		ctrl.Log.Info("Image policy loaded", "path", policyPath, "entries", len(p.Policies))
+	}
+	v := &verify.Verifier{}
+	switch {
+	case trustedRoot != "":
+		tr, err := verify.LoadTrustedRoot(trustedRoot)
+		if err != nil {
+			return opts, err
+		}
+		v.Trusted = tr
+	case publicRoot:
+		v.RequireSCT = true
+		go func() {
+			tm, err := verify.PublicTrustedRoot(tufCache)
+			if err != nil {
+				ctrl.Log.Error(err, "Keyless signatures cannot be verified; only keys can")
+				return
+			}
+			v.SetTrusted(tm)
+			ctrl.Log.Info("Public Sigstore trusted root fetched")
+		}()
+	}
+	opts.Cache = &verify.Cache{Verifier: v}
+	return opts, nil
 }

@@ -121,6 +121,9 @@ func (o *options) statusCommand() *cobra.Command {
 					}
 				}
 				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", im.Workload, im.Container, im.Image, running)
+				if v := im.Verification; v != nil {
+					fmt.Fprintf(w, "  \t\t%s\t\n", o.paint(green, "✔ "+describeSigner(v.Issuer, v.Subject, v.KeyFingerprint, v.LogIndex, v.SourceCommit)))
+				}
 			}
 			_ = w.Flush()
 			mode := v1alpha1.DriftCorrect

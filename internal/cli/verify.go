@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/immutable-release/operator/api/v1alpha1"
 	"github.com/immutable-release/operator/internal/manifest"
 )
 
@@ -24,10 +25,13 @@ type verifyResult struct {
 	// would change in the cluster.
 	Against string         `json:"against,omitempty"`
 	Changes []objectChange `json:"changes,omitempty"`
+	// Signatures are set with --signatures: each distinct image's verification.
+	Signatures []signatureResult `json:"signatures,omitempty"`
 }
 
 func (o *options) verifyCommand() *cobra.Command {
 	var output, against, ageKeyFile string
+	var sig signatureFlags
 	cmd := &cobra.Command{
 		Use:   "verify PATH [--against NAME]",
 		Short: "Check a release folder as the operator would: every image pinned, manifests valid (no cluster needed)",
@@ -38,7 +42,11 @@ func (o *options) verifyCommand() *cobra.Command {
 			"release NAME would apply it, and what would change is shown as kubectl release diff shows it.\n" +
 			"Changes do not fail verify; the API server refusing an object does (exit code 1).\n\n" +
 			"SOPS-encrypted files are decrypted in memory with --age-key-file (or $SOPS_AGE_KEY_FILE, $SOPS_AGE_KEY);\n" +
-			"without a key they are reported (DecryptionFailed). Secret values are never printed.",
+			"without a key they are reported (DecryptionFailed). Secret values are never printed.\n\n" +
+			"With --signatures, every image's Sigstore signature is verified as the operator's spec.verify does\n" +
+			"(bundles attached as OCI referrers, cosign .sig tags), against --key files and/or a keyless\n" +
+			"--certificate-oidc-issuer and --certificate-identity, and --attestation-type provenance; only\n" +
+			"the registries are contacted. An image that does not verify fails verify (exit code 1).",
 		Args: exactlyOne,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
@@ -70,6 +78,16 @@ func (o *options) verifyCommand() *cobra.Command {
 			for _, obj := range objects {
 				res.Images += len(manifest.Containers(obj.Unstructured))
 			}
+			if res.Valid && sig.enabled {
+				if res.Signatures, err = sig.check(cmd.Context(), objects); err != nil {
+					return err
+				}
+				for _, s := range res.Signatures {
+					if s.Reason != "" {
+						res.Valid, res.Reason = false, v1alpha1.ImageVerificationFailedReason
+					}
+				}
+			}
 			if res.Valid && against != "" {
 				c, rel, err := o.getRelease(cmd.Context(), against)
 				if err != nil {
@@ -97,8 +115,17 @@ func (o *options) verifyCommand() *cobra.Command {
 					fmt.Fprintln(o.out, p.String())
 				}
 			}
+			if output != "json" {
+				o.printSignatures(res.Signatures)
+			}
 			if !res.Valid {
-				return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %d problems (%s)", args[0], len(res.Problems), res.Reason)}
+				problems := len(res.Problems)
+				for _, s := range res.Signatures {
+					if s.Reason != "" {
+						problems++
+					}
+				}
+				return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %d problems (%s)", args[0], problems, res.Reason)}
 			}
 			return nil
 		},
@@ -106,6 +133,7 @@ func (o *options) verifyCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json.")
 	cmd.Flags().StringVar(&against, "against", "", "Also dry-run the folder against the cluster as this release (in -n) would apply it.")
 	addAgeKeyFlag(cmd, &ageKeyFile)
+	sig.add(cmd)
 	return cmd
 }
 
