@@ -72,8 +72,9 @@ bench-micro: control-plane ## Single-release benchmarks: webhook to applied, dri
 	go test ./internal/verify -run '^$$' -bench BenchmarkFleetVerification -benchtime 1x
 
 .PHONY: bench-drift
-bench-drift: control-plane ## Time drift corrections: N image edits on a live Deployment; prints p50, p99, max.
+bench-drift: control-plane ## Time drift corrections: N image edits on a live Deployment, in the local cluster and in a remote one (spec.kubeConfig); prints p50, p99, max, and the manager's memory per remote cluster.
 	go test ./controllers -run '^$$' -bench BenchmarkDriftCorrection -benchtime $${N:-100}x -timeout 20m
+	go test ./controllers -run '^$$' -bench BenchmarkRemoteClusterMemory -benchtime 1x -timeout 20m
 
 ##@ Build and run
 
