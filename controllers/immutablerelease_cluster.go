@@ -2,23 +2,22 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -47,7 +46,7 @@ type cluster struct {
 	// server is the remote API server's URL ("" for the local cluster), for status.cluster.
 	server  string
 	config  *rest.Config
-	mapper  meta.RESTMapper
+	mapper  apimeta.RESTMapper
 	watches *watcher
 	// clients holds one uncached client per identity ("" for the kubeconfig's own user).
 	clients sync.Map
@@ -64,6 +63,17 @@ type cluster struct {
 	preventFor   map[types.NamespacedName]string
 	preventErr   error
 	operatorUser string
+	// policyWritten is what the keeper last wrote of the policy and binding, by name.
+	policyWritten map[string]writtenAs
+	// retired is set when no release targets the cluster any more (closeUnused).
+	retired bool
+}
+
+// isRetired says whether the cluster was closed because no release targets it.
+func (c *cluster) isRetired() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.retired
 }
 
 // unreachable is why the remote cluster did not answer its last probe (probeCluster), nil
@@ -105,33 +115,43 @@ func (cs *clusters) get(key string) *cluster {
 	return cs.remote[key]
 }
 
-// getOrAdd returns the remote cluster of key, made by make the first time.
-func (cs *clusters) getOrAdd(key string, make func() (*cluster, error)) (*cluster, error) {
+// acquire returns the remote cluster of key, made by make the first time, and records in
+// mem that the release uses it, under the registry's lock: closeUnused, which decides under
+// the same lock, never closes a cluster between its handing out and its use being recorded.
+// It returns the key of the cluster mem named before.
+func (cs *clusters) acquire(key string, mem *memory, ref clusterRef, make func() (*cluster, error)) (*cluster, string, error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c, ok := cs.remote[key]; ok {
-		return c, nil
+	c, ok := cs.remote[key]
+	if !ok {
+		var err error
+		if c, err = make(); err != nil {
+			return nil, "", err
+		}
+		if cs.remote == nil {
+			cs.remote = map[string]*cluster{}
+		}
+		cs.remote[key] = c
+		remoteClusters.Set(float64(len(cs.remote)))
 	}
-	c, err := make()
-	if err != nil {
-		return nil, err
-	}
-	if cs.remote == nil {
-		cs.remote = map[string]*cluster{}
-	}
-	cs.remote[key] = c
-	remoteClusters.Set(float64(len(cs.remote)))
-	return c, nil
+	return c, mem.setCluster(ref), nil
 }
 
-// closeUnused stops the watches of the remote clusters whose key used does not name, and
-// forgets them; it returns how many it closed.
-func (cs *clusters) closeUnused(used func(key string) bool) int {
+// closeUnused stops the remote clusters that no key in used names, and forgets them; used
+// is asked under the registry's lock. It returns how many it closed.
+func (cs *clusters) closeUnused(used func() map[string]bool) int {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	if len(cs.remote) == 0 {
+		return 0
+	}
+	keep := used()
 	closed := 0
 	for key, c := range cs.remote {
-		if !used(key) {
+		if !keep[key] {
+			c.mu.Lock()
+			c.retired = true
+			c.mu.Unlock()
 			c.stop()
 			delete(cs.remote, key)
 			closed++
@@ -159,7 +179,8 @@ func (r *ImmutableReleaseReconciler) clusterOf(ctx context.Context, obj *v1alpha
 		return r.clusters.local, nil
 	}
 	ref := mem.cluster()
-	fresh := time.Since(ref.readAt) < r.shortestInterval(obj) && ref.generation == obj.Generation && conditions.IsReady(obj) &&
+	// Read again after a failure (Ready=False), not all through a rollout (Ready=Unknown).
+	fresh := time.Since(ref.readAt) < r.shortestInterval(obj) && ref.generation == obj.Generation && !conditions.IsFalse(obj, meta.ReadyCondition) &&
 		!askedFor(mem, r.look(obj))
 	if c := r.clusters.get(ref.key); ref.key != "" && fresh && c != nil {
 		return c, nil
@@ -175,19 +196,25 @@ func (r *ImmutableReleaseReconciler) clusterOf(ctx context.Context, obj *v1alpha
 		namespace = obj.Namespace
 	}
 	key := cfg.Hash + "/" + namespace
-	c, err := r.clusters.getOrAdd(key, func() (*cluster, error) { return r.newRemoteCluster(key, cfg, namespace) })
+	ref = clusterRef{key: key, readAt: time.Now(), generation: obj.Generation}
+	c, was, err := r.clusters.acquire(key, mem, ref, func() (*cluster, error) { return r.newRemoteCluster(key, cfg, namespace) })
 	if err != nil {
 		return nil, retry(v1alpha1.KubeConfigInvalidReason, fmt.Errorf("connecting to the cluster of spec.kubeConfig: %w", err))
 	}
-	r.useCluster(mem, clusterRef{key: key, readAt: time.Now(), generation: obj.Generation})
+	r.movedFrom(mem, was, key)
 	return c, nil
 }
 
-// useCluster records the release's cluster in its memory. A release that moves to another
-// cluster (or kubeconfig) forgets its snapshot, which was of the objects of the one before,
-// and a remote cluster it leaves is closed when no other release targets it.
+// useCluster records the release's cluster in its memory (see movedFrom).
 func (r *ImmutableReleaseReconciler) useCluster(mem *memory, ref clusterRef) {
-	if was := mem.setCluster(ref); was != ref.key {
+	r.movedFrom(mem, mem.setCluster(ref), ref.key)
+}
+
+// movedFrom: a release that moved to another cluster (or kubeconfig) forgets its snapshot,
+// which was of the objects of the one before, and a remote cluster it left is closed when
+// no other release targets it.
+func (r *ImmutableReleaseReconciler) movedFrom(mem *memory, was, key string) {
+	if was != key {
 		mem.setSnapshot(nil)
 		r.closeUnusedClusters()
 	}
@@ -195,9 +222,11 @@ func (r *ImmutableReleaseReconciler) useCluster(mem *memory, ref clusterRef) {
 
 // closeUnusedClusters closes the remote clusters no remembered release targets.
 func (r *ImmutableReleaseReconciler) closeUnusedClusters() {
-	used := map[string]bool{}
-	r.memories.each(func(m *memory) { used[m.cluster().key] = true })
-	r.clusters.closeUnused(func(key string) bool { return used[key] })
+	r.clusters.closeUnused(func() map[string]bool {
+		used := map[string]bool{}
+		r.memories.each(func(m *memory) { used[m.cluster().key] = true })
+		return used
+	})
 }
 
 // readKubeConfig reads and checks the kubeconfig of spec.kubeConfig, from the release's own
@@ -230,6 +259,14 @@ func (r *ImmutableReleaseReconciler) newRemoteCluster(key string, cfg *kubeconfi
 	if err != nil {
 		return nil, err
 	}
+	// The watches are long requests: the timeout of each request would cut them, and the
+	// cache's lists are the informers' to wait for, not a worker's.
+	watchConfig := rest.CopyConfig(cfg.REST)
+	watchConfig.Timeout = 0
+	watchClient, err := rest.HTTPClientFor(watchConfig)
+	if err != nil {
+		return nil, err
+	}
 	mapper, err := apiutil.NewDynamicRESTMapper(cfg.REST, httpClient)
 	if err != nil {
 		return nil, err
@@ -238,11 +275,11 @@ func (r *ImmutableReleaseReconciler) newRemoteCluster(key string, cfg *kubeconfi
 	if err != nil {
 		return nil, err
 	}
-	opts.Scheme, opts.Mapper, opts.HTTPClient = r.Scheme, mapper, httpClient
+	opts.Scheme, opts.Mapper, opts.HTTPClient = r.Scheme, mapper, watchClient
 	if namespace != "" {
 		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
 	}
-	watchCache, err := cache.New(cfg.REST, opts)
+	watchCache, err := cache.New(watchConfig, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +291,7 @@ func (r *ImmutableReleaseReconciler) newRemoteCluster(key string, cfg *kubeconfi
 	}()
 	c := &cluster{key: key, server: strings.TrimSuffix(cfg.Server, "/"), config: cfg.REST, mapper: mapper, stop: cancel}
 	c.watches = &watcher{controller: r.watches.controller, cache: watchCache, scheme: r.Scheme,
-		handler: func(gvk schema.GroupVersionKind) handlerFunc { return r.appliedObjectHandler(key, gvk) }, watched: map[schema.GroupVersionKind]bool{}}
+		handler: func(gvk schema.GroupVersionKind) handlerFunc { return r.appliedObjectHandler(key, gvk) }, watched: map[schema.GroupVersionKind]bool{}, ctx: ctx}
 	c.prevent = make(chan struct{}, 1)
 	go r.probeCluster(ctx, c, httpClient)
 	go r.keepRemotePolicy(ctx, c)
@@ -322,7 +359,7 @@ func (r *ImmutableReleaseReconciler) wakeReleasesOf(key string) {
 		obj := &v1alpha1.ImmutableRelease{}
 		obj.Namespace, obj.Name = name.Namespace, name.Name
 		select {
-		case r.fetched <- event.GenericEvent{Object: obj}:
+		case r.wakes <- event.GenericEvent{Object: obj}:
 		default:
 		}
 	})
@@ -373,38 +410,22 @@ func (cs *clusters) sweepClients(identities map[string]bool) {
 	}
 }
 
-// unreachable says whether err is a remote cluster not answering, rather than answering
-// no: a connection refused or reset, a timeout, a name that does not resolve, or a server
-// that says it is unavailable.
+// unreachable says whether err is a remote cluster's API server not answering, as its own
+// transport marked it (kubeconfig.UnreachableError): a Git host or registry that does not
+// answer is never taken for the cluster, nor is a certificate the cluster's does not match.
 func unreachable(err error) bool {
-	var netErr net.Error
-	var urlErr *url.Error
-	var dnsErr *net.DNSError
-	switch {
-	case err == nil:
-		return false
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EHOSTUNREACH),
-		errors.Is(err, syscall.ENETUNREACH), errors.Is(err, context.DeadlineExceeded):
-		return true
-	case errors.As(err, &dnsErr), errors.As(err, &netErr) && netErr.Timeout():
-		return true
-	case errors.As(err, &urlErr):
-		return true
-	case apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
-		return true
-	}
-	return false
+	var u *kubeconfig.UnreachableError
+	return errors.As(err, &u)
 }
 
 // asUnreachable turns a retried failure of a remote cluster that did not answer into
-// ClusterUnreachable, naming the cluster.
+// ClusterUnreachable, naming the cluster. Whether the cluster is down for its other
+// releases is the probe's to say.
 func asUnreachable(c *cluster, err error) error {
 	var f *failure
 	if c == nil || !c.remote() || !errors.As(err, &f) || f.stalled || !unreachable(err) {
 		return err
 	}
-	// Its releases wait for the probe to find it back.
-	c.setDown(err)
 	return unreachableFailure(c, err)
 }
 
@@ -448,39 +469,74 @@ func (r *ImmutableReleaseReconciler) checkRemotePrevent(c *cluster, obj *v1alpha
 
 // keepRemotePolicy keeps the drift mode Prevent policy of a remote cluster
 // (admission.Policy, Remote) while a release that targets it is in Prevent mode, and
-// removes it when none is. It lives as long as the cluster: one keeper per cluster, woken
-// by the releases there (checkRemotePrevent) and every preventRecheck. What it writes comes
-// from the cached releases that target the cluster; it remembers only what it last wrote.
+// removes it when none is, or when the cluster is retired because no release targets it
+// any more (not when the manager stops: the policy guards on while it is away). One keeper
+// per cluster, woken by the releases there (checkRemotePrevent) and every preventRecheck;
+// what it writes comes from the cached releases that target the cluster, and it remembers
+// only the resourceVersions it last wrote. A failure is retried with backoff, and wakes the
+// Prevent releases only when it is a new one.
 func (r *ImmutableReleaseReconciler) keepRemotePolicy(ctx context.Context, c *cluster) {
 	tick := time.NewTicker(preventRecheck)
 	defer tick.Stop()
+	log := ctrl.Log.WithName("clusters").WithValues("server", c.server)
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
+			if c.isRetired() {
+				cleanup, cancel := context.WithTimeout(context.Background(), probeTimeout)
+				if err := r.removeRemotePolicy(cleanup, c); err != nil {
+					log.Error(err, "Failed to remove the drift mode Prevent policy of a cluster no release targets")
+				}
+				cancel()
+			}
 			return
 		case <-c.prevent:
 		case <-tick.C:
 		}
 		written, err := r.writeRemotePolicy(ctx, c)
-		if err != nil && ctx.Err() == nil {
-			ctrl.Log.WithName("clusters").Error(err, "Failed to write the drift mode Prevent policy", "server", c.server)
+		if ctx.Err() != nil {
+			continue
 		}
 		c.mu.Lock()
+		was := c.preventErr
 		if err == nil {
 			c.preventFor = written
 		}
 		c.preventErr = err
 		c.mu.Unlock()
-		if err != nil {
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if was == nil || was.Error() != err.Error() {
+			log.Error(err, "Failed to write the drift mode Prevent policy")
 			r.wakeReleasesOf(c.key)
 		}
+		backoff = min(max(2*backoff, time.Second), time.Minute)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
 	}
+}
+
+// remotePolicy is the cluster's Prevent policy and binding for accounts (the accounts of
+// its releases in Prevent mode, by "namespace/name").
+func (c *cluster) remotePolicy(operator string, accounts map[string]string) []client.Object {
+	sum := sha256.Sum256([]byte(c.key))
+	policy, bindings := admission.Policy(admission.Accounts{Operator: operator, Remote: hex.EncodeToString(sum[:5]), CrossNamespace: accounts})
+	objects := []client.Object{policy}
+	for _, b := range bindings {
+		objects = append(objects, b)
+	}
+	return objects
 }
 
 // writeRemotePolicy makes the cluster's Prevent policy what its releases ask for, and
 // returns the account of each release in Prevent mode it wrote.
 func (r *ImmutableReleaseReconciler) writeRemotePolicy(ctx context.Context, c *cluster) (map[types.NamespacedName]string, error) {
-	accounts := admission.Accounts{Remote: true, CrossNamespace: map[string]string{}}
+	accounts := map[string]string{}
 	written := map[types.NamespacedName]string{}
 	r.memories.eachKey(func(name types.NamespacedName, m *memory) {
 		obj := &v1alpha1.ImmutableRelease{}
@@ -488,16 +544,19 @@ func (r *ImmutableReleaseReconciler) writeRemotePolicy(ctx context.Context, c *c
 			return
 		}
 		written[name] = r.identity(obj)
-		accounts.CrossNamespace[name.String()] = r.identity(obj)
+		accounts[name.String()] = r.identity(obj)
 	})
+	if len(written) == 0 {
+		return written, r.removeRemotePolicy(ctx, c)
+	}
 	cl, err := r.clientAs(c, "")
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	user, before := c.operatorUser, c.preventFor
+	user := c.operatorUser
 	c.mu.Unlock()
-	if user == "" && len(written) > 0 {
+	if user == "" {
 		if user, err = admission.WhoAmI(ctx, c.config); err != nil {
 			return nil, err
 		}
@@ -505,54 +564,76 @@ func (r *ImmutableReleaseReconciler) writeRemotePolicy(ctx context.Context, c *c
 		c.operatorUser = user
 		c.mu.Unlock()
 	}
-	accounts.Operator = user
-	policy, bindings := admission.Policy(accounts)
-	objects := []client.Object{policy}
-	for _, b := range bindings {
-		objects = append(objects, b)
-	}
-	for _, o := range objects {
-		if len(written) == 0 {
-			// Nothing to guard: remove what this keeper wrote before.
-			if len(before) > 0 {
-				if err := client.IgnoreNotFound(cl.Delete(ctx, o)); err != nil {
-					return nil, err
-				}
-			}
-			continue
-		}
-		if err := writeObject(ctx, cl, o); err != nil {
+	for _, o := range c.remotePolicy(user, accounts) {
+		if err := c.writeObject(ctx, cl, o); err != nil {
 			return nil, err
 		}
 	}
 	return written, nil
 }
 
-// writeObject creates the policy or binding desired, or makes the live one's spec and
-// labels what desired says.
-func writeObject(ctx context.Context, cl client.Client, desired client.Object) error {
+// removeRemotePolicy deletes the cluster's Prevent policy and binding, if this keeper
+// wrote them.
+func (r *ImmutableReleaseReconciler) removeRemotePolicy(ctx context.Context, c *cluster) error {
+	c.mu.Lock()
+	wrote := len(c.policyWritten) > 0
+	c.mu.Unlock()
+	if !wrote {
+		return nil
+	}
+	cl, err := r.clientAs(c, "")
+	if err != nil {
+		return err
+	}
+	for _, o := range c.remotePolicy("", nil) {
+		if err := client.IgnoreNotFound(cl.Delete(ctx, o)); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	c.policyWritten = nil
+	c.mu.Unlock()
+	return nil
+}
+
+// writeObject makes the live policy or binding what desired is, as
+// PreventPolicyReconciler.replace does: the whole spec and the labels are written again
+// whenever the live object is not at the resourceVersion this keeper last wrote it with
+// that same content, so that a field someone added there (a matchCondition that matches
+// nothing, a namespaceSelector) does not survive.
+func (c *cluster) writeObject(ctx context.Context, cl client.Client, desired client.Object) error {
+	want := asJSON(desired)
 	live := desired.DeepCopyObject().(client.Object)
 	err := cl.Get(ctx, client.ObjectKeyFromObject(desired), live)
-	if apierrors.IsNotFound(err) {
-		return cl.Create(ctx, desired.DeepCopyObject().(client.Object))
+	c.mu.Lock()
+	was, ok := c.policyWritten[desired.GetName()]
+	c.mu.Unlock()
+	switch {
+	case apierrors.IsNotFound(err):
+		live = desired.DeepCopyObject().(client.Object)
+		err = cl.Create(ctx, live)
+	case err != nil:
+		return err
+	case ok && was.resourceVersion == live.GetResourceVersion() && was.desired == want:
+		return nil
+	default:
+		switch d := desired.(type) {
+		case *admissionv1.ValidatingAdmissionPolicy:
+			live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
+		}
+		live.SetLabels(desired.GetLabels())
+		err = cl.Update(ctx, live)
 	}
 	if err != nil {
 		return err
 	}
-	changed := false
-	switch d := desired.(type) {
-	case *admissionv1.ValidatingAdmissionPolicy:
-		l := live.(*admissionv1.ValidatingAdmissionPolicy)
-		changed = !equality.Semantic.DeepDerivative(d.Spec, l.Spec)
-		l.Spec = d.Spec
-	case *admissionv1.ValidatingAdmissionPolicyBinding:
-		l := live.(*admissionv1.ValidatingAdmissionPolicyBinding)
-		changed = !equality.Semantic.DeepDerivative(d.Spec, l.Spec)
-		l.Spec = d.Spec
+	c.mu.Lock()
+	if c.policyWritten == nil {
+		c.policyWritten = map[string]writtenAs{}
 	}
-	if !changed && equality.Semantic.DeepEqual(live.GetLabels(), desired.GetLabels()) {
-		return nil
-	}
-	live.SetLabels(desired.GetLabels())
-	return cl.Update(ctx, live)
+	c.policyWritten[desired.GetName()] = writtenAs{desired: want, resourceVersion: live.GetResourceVersion()}
+	c.mu.Unlock()
+	return nil
 }

@@ -75,6 +75,9 @@ type ImmutableReleaseReconciler struct {
 	// fetched queues a release when the Git operation its reconcile left running in the
 	// background ends (immutablerelease_source.go).
 	fetched chan event.GenericEvent
+	// wakes queues the releases of a remote cluster whose probe found it gone or back, or
+	// whose Prevent policy could not be written (immutablerelease_cluster.go).
+	wakes chan event.GenericEvent
 }
 
 // Options tune the reconciler.
@@ -137,6 +140,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.elected = mgr.Elected()
 	r.notifications = make(chan event.GenericEvent, 1024)
 	r.fetched = make(chan event.GenericEvent, 1024)
+	r.wakes = make(chan event.GenericEvent, 1024)
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ImmutableRelease{}, dependencyIndex, dependencyKeys); err != nil {
 		return err
 	}
@@ -148,6 +152,7 @@ func (r *ImmutableReleaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.ImmutableRelease{}, handler.EnqueueRequestsFromMapFunc(r.dependents), builder.WithPredicates(dependencyChanged)).
 		WatchesRawSource(source.Channel(r.notifications, handler.Funcs{GenericFunc: r.enqueueNotified})).
 		WatchesRawSource(source.Channel(r.fetched, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.wakes, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.Options.MaxConcurrentReconciles, 1),
 			// Failures are retried with backoff, but never more than 30s apart: a Git server

@@ -543,7 +543,9 @@ func (r *ImmutableReleaseReconciler) reconcileDelete(ctx context.Context, obj *v
 	if obj.Spec.Prune && !obj.Spec.Suspend && obj.Status.Inventory != nil {
 		target, err := r.clusterOf(ctx, obj, mem)
 		var f *failure
-		if errors.As(err, &f) && f.stalled {
+		if errors.As(err, &f) && f.reason == v1alpha1.KubeConfigInvalidReason {
+			// Gone (a namespace being deleted takes the Secret with it) or refused: waiting
+			// would hold the release, and its namespace, for ever.
 			r.event(obj, corev1.EventTypeWarning, f.reason, "Prune", fmt.Sprintf("The objects of the release were left in the remote cluster: %s", err))
 			controllerutil.RemoveFinalizer(obj, v1alpha1.Finalizer)
 			return nil

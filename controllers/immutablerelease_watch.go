@@ -86,6 +86,9 @@ type watcher struct {
 	cache      cache.Cache
 	scheme     *runtime.Scheme
 	handler    func(gvk schema.GroupVersionKind) handlerFunc
+	// ctx, when set, bounds the watches: a remote cluster's end with it, even one whose
+	// informer never synced; without it they last as long as the controller.
+	ctx context.Context
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
@@ -127,7 +130,13 @@ func (w *watcher) ensure(objects []*unstructured.Unstructured) error {
 		if w.watched[gvk] {
 			continue
 		}
-		src := source.Kind(w.cache, w.newObject(gvk), w.handler(gvk))
+		var src source.Source = source.Kind(w.cache, w.newObject(gvk), w.handler(gvk))
+		if w.ctx != nil {
+			kind, ctx := src, w.ctx
+			src = source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+				return kind.Start(ctx, q)
+			})
+		}
 		if err := w.controller.Watch(src); err != nil {
 			return fmt.Errorf("watching %s: %w", gvk.Kind, err)
 		}

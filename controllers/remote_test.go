@@ -340,10 +340,33 @@ func TestRemoteWithoutRights(t *testing.T) {
 	deleteRelease(t, rel)
 }
 
+// remotePolicies are the names of the operator's Prevent policies and bindings in the
+// remote cluster.
+func remotePolicies(g Gomega, far client.Client) []string {
+	var names []string
+	var policies admissionv1.ValidatingAdmissionPolicyList
+	g.Expect(far.List(ctx, &policies)).To(Succeed())
+	for _, p := range policies.Items {
+		if strings.HasPrefix(p.Name, admission.RemotePolicyName) {
+			names = append(names, "policy/"+p.Name)
+		}
+	}
+	var bindings admissionv1.ValidatingAdmissionPolicyBindingList
+	g.Expect(far.List(ctx, &bindings)).To(Succeed())
+	for _, b := range bindings.Items {
+		if strings.HasPrefix(b.Name, admission.RemotePolicyName) {
+			names = append(names, "binding/"+b.Name)
+		}
+	}
+	return names
+}
+
 // TestRemotePrevent: drift mode Prevent in a remote cluster installs the operator's policy
 // there (no ImmutableRelease exists there to take as a param), which refuses another
 // administrator's image change at admission; the operator's own change goes through; once
-// no release there is in Prevent mode, the policy goes.
+// no release there is in Prevent mode, the policy goes. A release whose kubeconfig Secret
+// went first (a namespace being deleted) lets go when deleted, leaving its objects with a
+// Warning event, and the policy of a cluster no release targets any more goes too.
 func TestRemotePrevent(t *testing.T) {
 	g := NewWithT(t)
 	cp, far := remoteCluster(t)
@@ -364,16 +387,23 @@ func TestRemotePrevent(t *testing.T) {
 		return setImage(jane, ns, "web", "app", evilImage, "kubectl-set")
 	}, 30*time.Second, 200*time.Millisecond).Should(MatchError(
 		ContainSubstring("the images of Deployment " + ns + "/web are pinned by ImmutableRelease " + ns + "/remote (drift mode Prevent)")))
-	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicy{})).NotTo(Succeed(), "the local cluster has none of it")
+	g.Expect(remotePolicies(g, far)).To(HaveLen(2))
+	g.Expect(remotePolicies(g, k8s)).To(BeEmpty(), "the local cluster has none of it")
 
 	commit(t, repo, "Release 2", map[string]string{"app/deployment.yaml": deploymentYAML("web", "ghcr.io/acme/web@"+digestV2)})
 	reconcileNow(t, rel)
 	g.Eventually(func(g Gomega) { g.Expect(remoteImage(g, far, ns, "web")).To(Equal("ghcr.io/acme/web@" + digestV2)) }, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 
 	patchSpec(t, rel, func(o *v1alpha1.ImmutableRelease) { o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftCorrect} })
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicy{})) &&
-			apierrors.IsNotFound(far.Get(ctx, client.ObjectKey{Name: admission.RemotePolicyName}, &admissionv1.ValidatingAdmissionPolicyBinding{}))
-	}, 30*time.Second, 100*time.Millisecond).Should(BeTrue())
+	g.Eventually(func(g Gomega) { g.Expect(remotePolicies(g, far)).To(BeEmpty()) }, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	patchSpec(t, rel, func(o *v1alpha1.ImmutableRelease) { o.Spec.Drift = &v1alpha1.DriftSpec{Mode: v1alpha1.DriftPrevent} })
+	g.Eventually(func(g Gomega) { g.Expect(remotePolicies(g, far)).To(HaveLen(2)) }, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	g.Expect(k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "remote-kubeconfig"}})).To(Succeed())
 	deleteRelease(t, rel)
+	g.Expect(far.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &appsv1.Deployment{})).To(Succeed(), "left in the remote cluster")
+	g.Eventually(func(g Gomega) {
+		g.Expect(releaseEvents(g, rel, v1alpha1.KubeConfigInvalidReason)).To(ContainElement(ContainSubstring("The objects of the release were left in the remote cluster")))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(remotePolicies(g, far)).To(BeEmpty()) }, 30*time.Second, 100*time.Millisecond).Should(Succeed())
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/attest"
 	"github.com/immutable-release/operator/internal/verify"
 	"github.com/immutable-release/operator/internal/verify/verifytest"
 )
@@ -235,4 +236,41 @@ func TestImageVerificationSecretsStayInNamespace(t *testing.T) {
 	var ds appsv1.DeploymentList
 	g.Expect(k8s.List(ctx, &ds, client.InNamespace(ns))).To(Succeed())
 	g.Expect(ds.Items).To(BeEmpty(), "nothing was applied")
+}
+
+// TestVerifiedSignerRecorded: with spec.verify and spec.attest, the deployment record in
+// Git names, for each image, the signer its verification before apply found.
+func TestVerifiedSignerRecorded(t *testing.T) {
+	g := NewWithT(t)
+	reg := verifytest.NewRegistry(t, nil)
+	key := verifytest.NewKey(t)
+	web := reg.Push("acme/web")
+	key.SignImage(reg, web)
+
+	operatorNS := operator.Options.Tenancy.Operator.Namespace
+	g.Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}))).To(Succeed())
+	priv := newAttestationKey(t)
+	recordKey, err := attest.ParsePrivateKey(priv)
+	g.Expect(err).NotTo(HaveOccurred())
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: attestKeySecret, Namespace: operatorNS}, Data: map[string][]byte{attest.PrivateKeyField: priv}}
+	g.Expect(client.IgnoreNotFound(k8s.Delete(ctx, secret.DeepCopy()))).To(Succeed())
+	g.Expect(k8s.Create(ctx, secret)).To(Succeed())
+	defer func() { _ = k8s.Delete(ctx, secret) }()
+
+	ns := newNamespace(t)
+	keySecret(t, ns, "cosign-keys", key)
+	repo := newRepo(t, ns, map[string]string{"app/web.yaml": deploymentYAML("web", web.String())})
+	head, err := repo.Head()
+	g.Expect(err).NotTo(HaveOccurred())
+	obj := newRelease(t, ns, repo, "app", verifiedBy("cosign-keys"), func(o *v1alpha1.ImmutableRelease) { o.Spec.Attest = &v1alpha1.AttestSpec{} })
+	waitFor(t, obj, v1alpha1.AttestedCondition, metav1.ConditionTrue, v1alpha1.AttestationRecordedReason, time.Minute)
+
+	entries, err := attest.Verify([]byte(notesOf(t, repo, head)), recordKey.Public())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(entries).To(HaveLen(1))
+	g.Expect(entries[0].Err).NotTo(HaveOccurred())
+	images := entries[0].Statement.Predicate.Images
+	g.Expect(images).To(HaveLen(1))
+	g.Expect(images[0].Signer).NotTo(BeNil(), "the record names who signed the image")
+	g.Expect(images[0].Signer.KeyFingerprint).To(Equal(verify.Fingerprint(key.Private.Public())))
 }

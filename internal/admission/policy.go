@@ -55,15 +55,17 @@ type Accounts struct {
 	// CrossNamespace maps "namespace/name" of each Prevent release that acts as a service
 	// account and applies into another namespace to the user name of that account.
 	CrossNamespace map[string]string
-	// Remote makes the policy of a remote cluster (spec.kubeConfig), where there is no
-	// ImmutableRelease to take as a param: one binding without params decides for every
-	// object a release labelled, and CrossNamespace names the account of every Prevent
-	// release there (an empty account: only the operator).
-	Remote bool
+	// Remote, when not empty, makes the policy of a remote cluster (spec.kubeConfig), named
+	// RemotePolicyName-<Remote>, where there is no ImmutableRelease to take as a param: one
+	// binding without params decides for the objects of the releases CrossNamespace names,
+	// which then lists every Prevent release of that cluster and kubeconfig, whatever its
+	// namespace (an empty account: only the operator may change their images). Several
+	// such policies (other kubeconfigs, other operators) each decide for their own releases.
+	Remote string
 }
 
-// RemotePolicyName names the policy and binding the operator installs in a remote cluster,
-// apart from the one an operator running there may install for its own releases.
+// RemotePolicyName prefixes the policies and bindings the operator installs in a remote
+// cluster, apart from the one an operator running there may install for its own releases.
 const RemotePolicyName = PolicyName + "-remote"
 
 // User is the user name of the service account name of namespace.
@@ -105,10 +107,10 @@ func Policy(a Accounts) (*admissionv1.ValidatingAdmissionPolicy, []*admissionv1.
 		"(variables.release in " + cross + " ? " + cross + "[variables.release] : '') : " +
 		"(" + account + ")"
 	policyName, paramKind := PolicyName, &admissionv1.ParamKind{APIVersion: "release.immutable.dev/v1alpha1", Kind: "ImmutableRelease"}
-	if a.Remote {
+	if a.Remote != "" {
 		// Without a param kind, CEL knows no params at all.
-		decides, policyName, paramKind = "variables.ownerName != ''", RemotePolicyName, nil
-		accountOf = "variables.release in " + cross + " ? " + cross + "[variables.release] : ''"
+		decides, policyName, paramKind = "variables.ownerName != '' && variables.release in "+cross, RemotePolicyName+"-"+a.Remote, nil
+		accountOf = cross + "[variables.release]"
 	}
 
 	policy := &admissionv1.ValidatingAdmissionPolicy{
@@ -183,8 +185,8 @@ func Policy(a Accounts) (*admissionv1.ValidatingAdmissionPolicy, []*admissionv1.
 			},
 		}
 	}
-	if a.Remote {
-		return policy, []*admissionv1.ValidatingAdmissionPolicyBinding{binding(RemotePolicyName, nil)}
+	if a.Remote != "" {
+		return policy, []*admissionv1.ValidatingAdmissionPolicyBinding{binding(policyName, nil)}
 	}
 	return policy, []*admissionv1.ValidatingAdmissionPolicyBinding{
 		// Every release of the request's namespace. None: no release there owns the object,

@@ -119,17 +119,19 @@ func TestPolicyAccounts(t *testing.T) {
 }
 
 // TestRemotePolicy: in a remote cluster there is no ImmutableRelease to take as a param: one
-// binding without params decides for every labelled object, from the accounts written in.
+// binding without params decides for the objects of the releases it names, from the
+// accounts written in, and leaves other releases' objects to their own policies.
 func TestRemotePolicy(t *testing.T) {
 	g := NewWithT(t)
-	policy, bindings := Policy(Accounts{Operator: "hub", Remote: true, CrossNamespace: map[string]string{"shop/web": "system:serviceaccount:shop:deployer", "ops/base": ""}})
-	g.Expect(policy.Name).To(Equal(RemotePolicyName))
+	policy, bindings := Policy(Accounts{Operator: "hub", Remote: "0123456789", CrossNamespace: map[string]string{"shop/web": "system:serviceaccount:shop:deployer", "ops/base": ""}})
+	g.Expect(policy.Name).To(Equal(RemotePolicyName + "-0123456789"))
 	g.Expect(policy.Spec.ParamKind).To(BeNil())
 	g.Expect(bindings).To(HaveLen(1))
-	g.Expect(bindings[0].Name).To(Equal(RemotePolicyName))
-	g.Expect(bindings[0].Spec.PolicyName).To(Equal(RemotePolicyName))
+	g.Expect(bindings[0].Name).To(Equal(policy.Name))
+	g.Expect(bindings[0].Spec.PolicyName).To(Equal(policy.Name))
 	g.Expect(bindings[0].Spec.ParamRef).To(BeNil())
-	g.Expect(variable(policy, "decides")).To(Equal("variables.ownerName != ''"))
-	g.Expect(variable(policy, "account")).To(ContainSubstring(`{"ops/base": "", "shop/web": "system:serviceaccount:shop:deployer"}`))
+	accounts := `{"ops/base": "", "shop/web": "system:serviceaccount:shop:deployer"}`
+	g.Expect(variable(policy, "decides")).To(Equal("variables.ownerName != '' && variables.release in " + accounts))
+	g.Expect(variable(policy, "account")).To(Equal(accounts + "[variables.release]"))
 	g.Expect(variable(policy, "allowed")).To(ContainSubstring(`request.userInfo.username == "hub"`))
 }

@@ -10,9 +10,13 @@ package kubeconfig
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -84,8 +88,14 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("the kubeconfig's server %q is not an http(s) URL", cfg.Host)
 	}
-	// Only what check allowed is kept: impersonation ("as:"), proxies' credentials from the
-	// environment and anything else a kubeconfig may carry are left behind.
+	// Only what check allowed is kept: impersonation ("as:") and anything else a
+	// kubeconfig may carry are left behind. The manager's own proxy (HTTPS_PROXY of its
+	// environment) is not lent to a tenant's server: only a proxy-url of the kubeconfig is
+	// used.
+	proxy := cfg.Proxy
+	if proxy == nil {
+		proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
+	}
 	out := &rest.Config{
 		Host:      cfg.Host,
 		APIPath:   cfg.APIPath,
@@ -101,7 +111,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		BearerToken: cfg.BearerToken,
-		Proxy:       cfg.Proxy,
+		Proxy:       proxy,
 		QPS:         50,
 		Burst:       100,
 	}
@@ -111,8 +121,89 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if out.Timeout == 0 {
 		out.Timeout = DefaultTimeout
 	}
-	sum := sha256.Sum256(data)
-	return &Config{REST: out, Server: cfg.Host, Hash: hex.EncodeToString(sum[:])}, nil
+	out.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return boundedTransport{next: rt, server: cfg.Host} }
+	return &Config{REST: out, Server: cfg.Host, Hash: identity(out, raw)}, nil
+}
+
+// identity hashes what the configuration connects to and as whom, not the kubeconfig's
+// bytes: the same cluster and credentials under another context name, or with comments,
+// share one cache instead of making another.
+func identity(cfg *rest.Config, raw *clientcmdapi.Config) string {
+	h := sha256.New()
+	proxyURL := ""
+	if ctx := raw.Contexts[raw.CurrentContext]; ctx != nil {
+		if c := raw.Clusters[ctx.Cluster]; c != nil {
+			proxyURL = c.ProxyURL
+		}
+	}
+	exec := ""
+	if cfg.ExecProvider != nil {
+		exec = fmt.Sprintf("%q %q %v", cfg.ExecProvider.Command, cfg.ExecProvider.Args, cfg.ExecProvider.Env)
+	}
+	for _, part := range []string{cfg.Host, cfg.APIPath, cfg.ServerName, string(cfg.CAData), string(cfg.CertData), string(cfg.KeyData),
+		cfg.Username, cfg.Password, cfg.BearerToken, proxyURL, strconv.FormatBool(cfg.Insecure), exec} {
+		fmt.Fprintf(h, "%d:%s;", len(part), part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// MaxResponseBytes bounds one answer of a remote API server (a list is paged by the
+// informers; a watch is a stream of events and is not bounded as a whole).
+const MaxResponseBytes = 128 << 20
+
+// UnreachableError: a remote API server did not answer, or the connection to it broke.
+// Only errors of the remote cluster's own transport are, so that a Git host or a registry
+// that does not answer is never taken for the cluster.
+type UnreachableError struct {
+	Server string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string { return e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// boundedTransport marks the failures of the connection to a remote API server
+// (UnreachableError), except certificate errors, which retrying does not fix, and bounds
+// the size of each answer but watches.
+type boundedTransport struct {
+	next   http.RoundTripper
+	server string
+}
+
+func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		var unknownAuthority x509.UnknownAuthorityError
+		var hostname x509.HostnameError
+		var invalid x509.CertificateInvalidError
+		var verify *tls.CertificateVerificationError
+		if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) {
+			return nil, err
+		}
+		return nil, &UnreachableError{Server: t.server, Err: err}
+	}
+	if req.URL.Query().Get("watch") != "true" {
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxResponseBytes}
+	}
+	return resp, nil
+}
+
+// limitedBody fails a read past its limit instead of reading on.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("the API server's answer is larger than %d bytes", MaxResponseBytes)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // check refuses, in every cluster and user of the kubeconfig (not only the current

@@ -1,10 +1,16 @@
 package kubeconfig
 
 import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/rest"
 )
 
 // kubeconfig is a kubeconfig of one cluster and user; cluster and user are indented YAML
@@ -109,3 +115,70 @@ func FuzzParse(f *testing.F) {
 
 // testCA is a base64 PEM certificate authority; its content is not checked by Parse.
 const testCA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJkekNDQVIyZ0F3SUJBZ0lCQURBS0JnZ3Foa2pPUFFRREFqQWpNU0V3SHdZRFZRUUREQmhyTTNNdGMyVnkKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+
+// TestIdentity: the same cluster and credentials under another context name are one
+// cache; another token is another.
+func TestIdentity(t *testing.T) {
+	g := NewWithT(t)
+	a, err := Parse([]byte(kubeconfig("", token)), Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	renamed := strings.ReplaceAll(kubeconfig("", token), "name: remote\n  context:", "name: other\n  context:")
+	renamed = strings.Replace(renamed, "current-context: remote", "current-context: other", 1)
+	b, err := Parse([]byte("# a comment\n"+renamed), Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(b.Hash).To(Equal(a.Hash))
+	c, err := Parse([]byte(kubeconfig("", "    token: another")), Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Hash).NotTo(Equal(a.Hash))
+}
+
+// TestBoundedTransport: a server that does not answer is an UnreachableError naming it; one
+// whose certificate is not trusted is not (retrying does not fix it); an answer larger than
+// MaxResponseBytes fails instead of being read whole; the manager's own proxy is not used.
+func TestBoundedTransport(t *testing.T) {
+	g := NewWithT(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	closed := "https://" + ln.Addr().String()
+	ln.Close()
+	get := func(server string, opts Options) (*http.Response, error) {
+		cfg, err := Parse([]byte(strings.Replace(kubeconfig("", token), "https://203.0.113.7:6443", server, 1)), opts)
+		g.Expect(err).NotTo(HaveOccurred())
+		hc, err := rest.HTTPClientFor(cfg.REST)
+		g.Expect(err).NotTo(HaveOccurred())
+		return hc.Get(server + "/api")
+	}
+	_, err = get(closed, Options{})
+	var unreachable *UnreachableError
+	g.Expect(errors.As(err, &unreachable)).To(BeTrue(), "%v", err)
+	g.Expect(unreachable.Server).To(Equal(closed))
+
+	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer untrusted.Close()
+	_, err = get(untrusted.URL, Options{})
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(errors.As(err, &unreachable)).To(BeFalse(), "a certificate error is not unreachable: %v", err)
+
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		chunk := make([]byte, 1<<20)
+		for range MaxResponseBytes>>20 + 2 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer huge.Close()
+	resp, err := get(huge.URL, Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = io.Copy(io.Discard, resp.Body)
+	g.Expect(err).To(MatchError(ContainSubstring("larger than")))
+	resp.Body.Close()
+
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	t.Setenv("HTTP_PROXY", "http://127.0.0.1:1")
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{}")) }))
+	defer ok.Close()
+	resp, err = get(ok.URL, Options{})
+	g.Expect(err).NotTo(HaveOccurred(), "the environment's proxy is not used")
+	resp.Body.Close()
+}
