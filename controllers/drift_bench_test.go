@@ -11,14 +11,18 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/immutable-release/operator/api/v1alpha1"
+	"github.com/immutable-release/operator/internal/controlplane"
 )
 
 // BenchmarkDriftCorrection times image edits on a live Deployment, each from the edit's
@@ -115,7 +119,7 @@ func benchDrift(b *testing.B, where string, c client.Client, cfg *rest.Config, n
 }
 
 // BenchmarkRemoteClusterMemory measures what one more remote cluster costs the manager:
-// the heap in use, after collections, once n releases, each with a kubeconfig of its own
+// the heap in use, after collections, once n releases, each with credentials of its own
 // (so n caches, mappers, clients and probes, with the same second control plane behind
 // them), are Ready and settled, against n releases of the local cluster made the same way.
 // Each release applies a Deployment and a ConfigMap.
@@ -148,11 +152,14 @@ func BenchmarkRemoteClusterMemory(b *testing.B) {
 			name := fmt.Sprintf("r%d", i)
 			mutate := func(o *v1alpha1.ImmutableRelease) { o.Name = name }
 			if remote {
-				// Another kubeconfig of the same cluster is another cache, as another cluster's.
+				// Other credentials for the same cluster are another cache, as another
+				// cluster's: an account of its own there, bound to cluster-admin.
 				secret := "kubeconfig-" + name
+				token := adminToken(b, cp, ns, name)
 				kubeconfigSecret(t, ns, secret, editKubeconfig(t, cp, func(c *clientcmdapi.Config) {
-					c.Contexts[name] = c.Contexts[c.CurrentContext]
-					c.CurrentContext = name
+					for _, u := range c.AuthInfos {
+						u.ClientCertificateData, u.ClientKeyData, u.Token = nil, nil, token
+					}
 				}))
 				mutate = func(o *v1alpha1.ImmutableRelease) { toRemote(secret)(o); o.Name = name }
 			}
@@ -163,6 +170,9 @@ func BenchmarkRemoteClusterMemory(b *testing.B) {
 		}
 		if t.Failed() {
 			b.Fatal("the releases did not become Ready")
+		}
+		if got := remoteClusterCount(); remote && got < n {
+			b.Fatalf("%d remote clusters for %d releases with credentials of their own", got, n)
 		}
 		time.Sleep(3 * time.Second)
 		return float64(int64(heap())-int64(before)) / n / (1 << 20)
@@ -175,4 +185,27 @@ func BenchmarkRemoteClusterMemory(b *testing.B) {
 	b.ReportMetric(remote, "MiB/remote-release")
 	b.ReportMetric(remote-local, "MiB/remote-cluster")
 	fmt.Fprintf(os.Stderr, "heap in use per release: %.2f MiB local, %.2f MiB with a remote cluster of its own: %.2f MiB per remote cluster\n", local, remote, remote-local)
+}
+
+// adminToken is a token of a new account name of namespace ns in the cluster of cp, bound
+// to cluster-admin.
+func adminToken(b *testing.B, cp *controlplane.ControlPlane, ns, name string) string {
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: name}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tr.Status.Token
 }
