@@ -14,7 +14,6 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -596,36 +595,20 @@ func (r *ImmutableReleaseReconciler) removeRemotePolicy(ctx context.Context, c *
 	return nil
 }
 
-// writeObject makes the live policy or binding what desired is, as
-// PreventPolicyReconciler.replace does: the whole spec and the labels are written again
-// whenever the live object is not at the resourceVersion this keeper last wrote it with
-// that same content, so that a field someone added there (a matchCondition that matches
-// nothing, a namespaceSelector) does not survive.
+// writeObject makes the live policy or binding what desired is (replacePolicyObject),
+// unless it is at the resourceVersion this keeper last wrote it with that same content.
 func (c *cluster) writeObject(ctx context.Context, cl client.Client, desired client.Object) error {
 	want := asJSON(desired)
-	live := desired.DeepCopyObject().(client.Object)
-	err := cl.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	c.mu.Lock()
 	was, ok := c.policyWritten[desired.GetName()]
 	c.mu.Unlock()
-	switch {
-	case apierrors.IsNotFound(err):
-		live = desired.DeepCopyObject().(client.Object)
-		err = cl.Create(ctx, live)
-	case err != nil:
-		return err
-	case ok && was.resourceVersion == live.GetResourceVersion() && was.desired == want:
-		return nil
-	default:
-		switch d := desired.(type) {
-		case *admissionv1.ValidatingAdmissionPolicy:
-			live.(*admissionv1.ValidatingAdmissionPolicy).Spec = d.Spec
-		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
+	if ok && was.desired == want {
+		live := desired.DeepCopyObject().(client.Object)
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(desired), live); err == nil && live.GetResourceVersion() == was.resourceVersion {
+			return nil
 		}
-		live.SetLabels(desired.GetLabels())
-		err = cl.Update(ctx, live)
 	}
+	resourceVersion, err := replacePolicyObject(ctx, cl, cl, desired)
 	if err != nil {
 		return err
 	}
@@ -633,7 +616,7 @@ func (c *cluster) writeObject(ctx context.Context, cl client.Client, desired cli
 	if c.policyWritten == nil {
 		c.policyWritten = map[string]writtenAs{}
 	}
-	c.policyWritten[desired.GetName()] = writtenAs{desired: want, resourceVersion: live.GetResourceVersion()}
+	c.policyWritten[desired.GetName()] = writtenAs{desired: want, resourceVersion: resourceVersion}
 	c.mu.Unlock()
 	return nil
 }

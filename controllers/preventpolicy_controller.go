@@ -249,24 +249,35 @@ func asJSON(o client.Object) string {
 // is not written, so it brings no watch event back.
 func (r *PreventPolicyReconciler) replace(ctx context.Context, desired client.Object) error {
 	r.written.Delete(desired.GetName())
-	live := desired.DeepCopyObject().(client.Object)
-	key := client.ObjectKeyFromObject(desired)
-	err := r.APIReader.Get(ctx, key, live)
-	if apierrors.IsNotFound(err) {
-		created := desired.DeepCopyObject().(client.Object)
-		if err = r.Create(ctx, created); err == nil {
-			r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: created.GetResourceVersion()})
-			return nil
-		}
-		if !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-		// Another shard's leader, which found it missing too, created it since our read:
-		// go on with theirs, which is most likely what we would write.
-		err = r.APIReader.Get(ctx, key, live)
-	}
+	resourceVersion, err := replacePolicyObject(ctx, r.APIReader, r.Client, desired)
 	if err != nil {
 		return err
+	}
+	r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: resourceVersion})
+	return nil
+}
+
+// replacePolicyObject creates the policy or binding desired, or writes its whole spec and
+// labels over the live one, read with reader: a field someone added (a matchCondition that
+// matches nothing, a namespaceSelector) does not survive. It returns the resourceVersion
+// written. Another writer that created it since the read (another shard's leader) is most
+// likely writing the same: its object is taken and written over.
+func replacePolicyObject(ctx context.Context, reader client.Reader, writer client.Writer, desired client.Object) (string, error) {
+	live := desired.DeepCopyObject().(client.Object)
+	key := client.ObjectKeyFromObject(desired)
+	err := reader.Get(ctx, key, live)
+	if apierrors.IsNotFound(err) {
+		created := desired.DeepCopyObject().(client.Object)
+		if err = writer.Create(ctx, created); err == nil {
+			return created.GetResourceVersion(), nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return "", err
+		}
+		err = reader.Get(ctx, key, live)
+	}
+	if err != nil {
+		return "", err
 	}
 	switch d := desired.(type) {
 	case *admissionv1.ValidatingAdmissionPolicy:
@@ -275,9 +286,8 @@ func (r *PreventPolicyReconciler) replace(ctx context.Context, desired client.Ob
 		live.(*admissionv1.ValidatingAdmissionPolicyBinding).Spec = d.Spec
 	}
 	live.SetLabels(desired.GetLabels())
-	if err := r.Update(ctx, live); err != nil {
-		return err
+	if err := writer.Update(ctx, live); err != nil {
+		return "", err
 	}
-	r.written.Store(desired.GetName(), writtenAs{desired: asJSON(desired), resourceVersion: live.GetResourceVersion()})
-	return nil
+	return live.GetResourceVersion(), nil
 }
